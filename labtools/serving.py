@@ -85,7 +85,9 @@ def browser_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-async def astart(app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any) -> ServerHandle:
+async def astart(
+    app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> ServerHandle:
     module = app_module(app)
     name = name or app
 
@@ -101,6 +103,8 @@ def serve(app: str, *, name: str | None = None, host: str = "127.0.0.1", port: i
     return runtime.run(astart(app, name=name, host=host, port=port, **options))
 
 
-async def aserve(app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any) -> ServerHandle:
+async def aserve(
+    app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> ServerHandle:
     """``serve`` for top-level ``await``."""
     return await runtime.arun(astart(app, name=name, host=host, port=port, **options))

@@ -1,0 +1,42 @@
+"""The mini chat (PROTOCOL.md ``minichat``): every message goes to everyone, the sender included.
+
+The whole app is one handler: what the seed's course calls the basic socket server.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..events import Client, EventServer
+from ..events.server import require
+
+MAX_TEXT = 2000
+
+
+def build() -> EventServer:
+    server = EventServer("minichat", page="minichat")
+
+    @server.on("msg-to-server")
+    def message(client: Client, data: Any) -> None:
+        require(isinstance(data, dict), 'msg-to-server takes {"text": STR}')
+        text = data.get("text")
+        require(
+            isinstance(text, str) and len(text.strip()) > 0 and len(text) <= MAX_TEXT,
+            f"'text' must be a non-empty string of at most {MAX_TEXT} characters",
+        )
+        reply: dict[str, Any] = {"text": text, "at": time.time()}
+        name = data.get("name")
+        if isinstance(name, str) and 0 < len(name) <= 40:
+            reply["name"] = name
+        if "sentAt" in data and isinstance(data["sentAt"], (int, float)):
+            reply["sentAt"] = data["sentAt"]
+        server.broadcast("msg-from-server", reply)
+
+    return server
+
+
+async def start(host: str = "127.0.0.1", port: int = 0) -> EventServer:
+    server = build()
+    await server.start(host, port)
+    return server
