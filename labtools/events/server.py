@@ -36,6 +36,8 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+OPEN = State.OPEN
+
 from ..metrics import Trace, Traffic
 from ..wire import ByteMeter, CountingTransport
 from .frames import (
@@ -87,12 +89,15 @@ class RateLimit:
 class Client:
     """One connected socket, as the handlers see it."""
 
-    __slots__ = ("id", "server", "connection", "state", "rooms", "limit", "name")
+    __slots__ = ("id", "server", "connection", "protocol", "transport", "state", "rooms", "limit", "name")
 
     def __init__(self, id: int, server: EventServer, connection: ServerConnection) -> None:
         self.id = id
         self.server = server
         self.connection = connection
+        # The broadcast loop reads these two once per delivery: keep them one lookup away.
+        self.protocol = connection.protocol
+        self.transport: asyncio.WriteTransport = getattr(connection, "raw_transport", connection.transport)
         self.state: dict[str, Any] = {}
         self.rooms: set[str] = set()
         self.limit = RateLimit(*server.rate_limit)
@@ -126,25 +131,32 @@ class Client:
 
 
 class _MeteredConnection(ServerConnection):
-    """A ``ServerConnection`` whose socket bytes are counted in the server's ``Traffic``."""
+    """A ``ServerConnection`` whose socket bytes are counted in the server's ``Traffic``.
+
+    websockets' own writes (handshake, pongs, close frames) go through a ``CountingTransport``;
+    ``send_text`` writes to ``raw_transport`` and counts its bytes once per broadcast instead,
+    which saves three Python calls per delivery. ``heard`` is when bytes last arrived, for the
+    server-wide keepalive.
+    """
 
     def __init__(self, traffic: Traffic, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        total = traffic.total
+        self.total = traffic.total
+        self.raw_transport: asyncio.WriteTransport | None = None
+        self.heard = time.monotonic()
 
-        def count_in(n: int) -> None:
-            total.bytes_in += n
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw_transport = transport  # type: ignore[assignment]
+        total = self.total
 
         def count_out(n: int) -> None:
             total.bytes_out += n
 
-        self.meter = ByteMeter(count_in, count_out)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(CountingTransport(transport, self.meter))  # type: ignore[arg-type]
+        super().connection_made(CountingTransport(transport, ByteMeter(None, count_out)))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        self.meter.inbound(len(data))
+        self.total.bytes_in += len(data)
+        self.heard = time.monotonic()
         super().data_received(data)
 
 
@@ -250,31 +262,38 @@ class EventServer:
         return self.send_text(targets, event, dumps({"event": event, "data": data}))
 
     def send_text(self, targets: Iterable[Client], event: str, text: str) -> int:
-        """Write one already-encoded frame to every open target (the hot path)."""
+        """Write one already-encoded frame to every open target (the hot path).
+
+        Per delivery: a state check, a buffer check and one ``transport.write`` of shared bytes.
+        A client whose unsent bytes pile up past ``SLOW_CLIENT_BUFFER`` is dropped rather than
+        buffered for: it must not make the server grow, nor hold anyone else back.
+        """
         frame = _text_frame(text)
         sent = 0
         trace = self.trace
+        limit = SLOW_CLIENT_BUFFER
         for client in targets:
-            connection = client.connection
-            if connection.protocol.state is not State.OPEN:
+            if client.protocol.state is not OPEN:
                 continue
-            transport = connection.transport
-            if transport.get_write_buffer_size() > SLOW_CLIENT_BUFFER:
+            transport = client.transport
+            if transport.get_write_buffer_size() > limit:
                 self._drop_slow(client)
                 continue
             transport.write(frame)
             sent += 1
             if trace is not None:
                 trace.record("server", client.name, event)
+        size = sent * len(frame)
         counter = self.traffic.route(f"send {event}")
         counter.requests += sent
-        counter.bytes_out += sent * len(frame)
+        counter.bytes_out += size
+        self.traffic.total.bytes_out += size
         return sent
 
     def _drop_slow(self, client: Client) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
         self.slow_clients_dropped += 1
-        client.connection.transport.abort()
+        client.transport.abort()
 
     def room(self, room: str) -> set[Client]:
         return set(self.rooms.get(room, ()))
