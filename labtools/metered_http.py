@@ -127,7 +127,11 @@ class MeteredSite:
     def __init__(self, app: web.Application, traffic: Traffic) -> None:
         self.app = app
         self.traffic = traffic
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        # handler_cancellation: a long poll or SSE handler whose client went away is cancelled
+        # (and counted) at once instead of holding its store listener until its wait runs out.
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True
+        )
         self._server: asyncio.Server | None = None
         self.host = ""
         self.port = 0
@@ -142,6 +146,7 @@ class MeteredSite:
             host,
             port,
             reuse_address=True,
+            backlog=1024,  # a crowd of 1,000 connecting at once must not hit SYN retransmits (1 s)
         )
         sockname: Any = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]

@@ -36,8 +36,6 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-OPEN = State.OPEN
-
 from ..metrics import Trace, Traffic
 from ..wire import ByteMeter, CountingTransport
 from .frames import (
@@ -52,6 +50,8 @@ from .frames import (
 
 MAX_FRAME = 1_048_576
 SLOW_CLIENT_BUFFER = 4 * 1_048_576
+OPEN = State.OPEN
+KEEPALIVE = 20.0
 
 Handler = Callable[["Client", Any], Any]
 HttpRoute = Callable[[Request], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
@@ -179,16 +179,19 @@ class EventServer:
         page: str | None = None,
         rate_limit: tuple[float, float] = (200, 100),
         trace: Trace | None = None,
+        keepalive: float | None = KEEPALIVE,
     ) -> None:
         """``page``: folder under ``labtools/static`` whose ``index.html`` ``GET /`` serves.
 
         ``rate_limit``: (burst, frames per second) accepted from one client before
-        ``rate-limited`` errors.
+        ``rate-limited`` errors. ``keepalive``: seconds between pings (None: no pings).
         """
         self.name = name
         self.page = page
         self.rate_limit = rate_limit
         self.trace = trace
+        self.keepalive = keepalive
+        self._keepalive_task: asyncio.Task | None = None
         self.traffic = Traffic()
         self.clients: dict[int, Client] = {}
         self.rooms: dict[str, set[Client]] = {}
@@ -308,10 +311,36 @@ class EventServer:
             process_request=self._process_request,
             compression=None,
             max_size=MAX_FRAME,
+            # One keepalive task for the whole server instead of one per connection (see _ping).
+            ping_interval=None,
+            # A client that never answers the closing handshake must not hold up Ctrl-C for 10 s.
+            close_timeout=2,
             create_connection=lambda *a, **kw: _MeteredConnection(self.traffic, *a, **kw),  # type: ignore[arg-type]
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         self.host, self.port = sockname[0], sockname[1]
+        if self.keepalive:
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._ping(self.keepalive))
+
+    async def _ping(self, interval: float) -> None:
+        """Ping every client each ``interval``; cut those not heard from in two intervals.
+
+        Pings keep idle connections alive through proxies (Binder's closes silent ones) and
+        find peers that vanished without a FIN. websockets would run a task per connection for
+        this (about a kilobyte each); one loop over a shared, pre-encoded frame does the same.
+        Browsers and websockets clients answer pings with pongs on their own.
+        """
+        ping = Frame(Opcode.PING, b"").serialize(mask=False, extensions=[])
+        while True:
+            await asyncio.sleep(interval)
+            silent_since = time.monotonic() - 2 * interval
+            for client in list(self.clients.values()):
+                if client.protocol.state is not OPEN:
+                    continue
+                if getattr(client.connection, "heard", 0.0) < silent_since:
+                    client.transport.abort()
+                else:
+                    client.transport.write(ping)
 
     @property
     def url(self) -> str:
@@ -322,11 +351,16 @@ class EventServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
         server.close(close_connections=True)
         await server.wait_closed()
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            # The upgrade is an HTTP request too: counted, so that a crowd's requests add up.
+            self.traffic.request("GET / (WebSocket upgrade)")
             return None
         path = request.path.partition("?")[0]
         if path in self.http_routes:
@@ -388,6 +422,11 @@ class EventServer:
         return result
 
     async def _dispatch(self, client: Client, text: str) -> None:
+        """Answer one text frame: run its handler, or tell the sender (only) what is wrong.
+
+        The rate limit counts every frame, malformed ones included, so a flood of junk is
+        throttled like a flood of valid emits.
+        """
         emit, error = decode_emit(text)
         if error is None and emit is not None:
             known = emit.event in self.handlers
@@ -395,34 +434,37 @@ class EventServer:
             self.traffic.request(f"recv {emit.event}" if known else "recv (unknown)")
             if self.trace is not None:
                 self.trace.record(client.name, "server", emit.event if known else "(unknown)")
-            if not client.limit.allow():
-                error = EventError("rate-limited", "too many frames; slow down")
-            elif not known:
-                error = EventError("unknown-event", f"no event called {emit.event[:64]!r}")
-            else:
-                await self._run_handler(client, emit)
-                return
         else:
+            known = False
             self.traffic.request("recv (invalid)")
+        if not client.limit.allow():
+            error = EventError("rate-limited", "too many frames; slow down")
+        elif error is None and not known and emit is not None:
+            error = EventError("unknown-event", f"no event called {emit.event[:64]!r}")
+        elif error is None and emit is not None:
+            await self._run_handler(client, emit)
+            return
         assert error is not None
-        reply = encode_failed_ack(emit.id, error) if emit is not None and emit.id is not None else encode_error(error)
+        self._refuse(client, emit.id if emit is not None else None, error)
+
+    def _refuse(self, client: Client, id: int | None, error: EventError) -> None:
+        """A failed acknowledgement when the frame had an ``id``, else an ``error`` event."""
+        reply = encode_failed_ack(id, error) if id is not None else encode_error(error)
         self.send_text([client], "error", reply)
 
     async def _run_handler(self, client: Client, emit: Emit) -> None:
         try:
             result = await self._call(self.handlers[emit.event], client, emit.data)
+            reply = encode_ack(emit.id, result) if emit.id is not None else None
         except EventError as error:
-            reply = encode_failed_ack(emit.id, error) if emit.id is not None else encode_error(error)
-            self.send_text([client], "error", reply)
+            self._refuse(client, emit.id, error)
             return
-        except Exception as exc:  # a bug in a handler answers this client only
+        except Exception as exc:  # a bug in a handler (or an unencodable result) answers this client only
             self.errors.append(f"{emit.event}: {exc!r}")
-            error = EventError("internal", "the server failed to handle this event")
-            reply = encode_failed_ack(emit.id, error) if emit.id is not None else encode_error(error)
-            self.send_text([client], "error", reply)
+            self._refuse(client, emit.id, EventError("internal", "the server failed to handle this event"))
             return
-        if emit.id is not None:
-            self.send_text([client], "ack", encode_ack(emit.id, result))
+        if reply is not None:
+            self.send_text([client], "ack", reply)
 
 
 def require(condition: bool, message: str, code: str = "invalid-data") -> None:

@@ -1,0 +1,96 @@
+"""Plots for lessons 05 to 07 (band votes, ticket queue, live map): each returns its figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+
+def votes_over_time(received: list[tuple[float, str, Any]]) -> Figure:
+    """One line per band: its votes as a watcher saw them, from the ``band-list`` stream."""
+    lists = [(t, data) for t, event, data in received if event == "band-list"]
+    t0 = lists[0][0]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = {band["id"]: band["name"] for _t, bands in lists for band in bands}
+    for band_id, name in names.items():
+        points = [(t - t0, b["votes"]) for t, bands in lists for b in bands if b["id"] == band_id]
+        ax.step([p[0] for p in points], [p[1] for p in points], where="post", label=name)
+    ax.set(title="Votes as one watcher saw them, one band-list at a time", xlabel="time (s)", ylabel="votes")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def bytes_per_vote(rows: list[dict[str, float]]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sizes = [r["bands"] for r in rows]
+    ax.plot(sizes, [r["full_bytes"] for r in rows], "o-", label="whole list (band-list)")
+    ax.plot(sizes, [r["delta_bytes"] for r in rows], "s-", label="only the change (band-delta)")
+    ax.set(xscale="log", yscale="log", title="Bytes one watcher receives per vote",
+           xlabel="bands in the list", ylabel="bytes per vote (socket, framing included)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def drift(errors: dict[str, list[int]], missed: int) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for label, values in errors.items():
+        ax.step(range(1, len(values) + 1), values, where="post", label=label)
+    ax.axvline(missed, color="grey", linestyle=":", label=f"update {missed} lost")
+    ax.set(title="How wrong a client's list is after it missed one update",
+           xlabel="updates received", ylabel="votes off (+ bands missing)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def latency_histogram(samples_ms: dict[str, list[float]]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for label, values in samples_ms.items():
+        ax.hist(values, bins=30, alpha=0.6, label=label)
+    ax.set(title="Round-trip time of one request", xlabel="milliseconds", ylabel="requests")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def tickets_per_desk(by_desk: dict[int, list[int]]) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    desks = sorted(by_desk)
+    ax.bar([str(d) for d in desks], [len(by_desk[d]) for d in desks], color="#3d6fd6")
+    ax.set(title="Tickets each desk called (racing for the same queue)", xlabel="desk", ylabel="tickets")
+    fig.tight_layout()
+    return fig
+
+
+def marker_paths(session: dict[str, Any]) -> Figure:
+    """The true path of each dragged marker and the positions a watcher received."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, (path, seen) in enumerate(zip(session["paths"], session["seen"], strict=True)):
+        steps = [path(session["seconds"] * i / 200) for i in range(201)]
+        ax.plot([p[0] for p in steps], [p[1] for p in steps], color=f"C{k}", linewidth=1, alpha=0.5)
+        ax.plot([s[1] for s in seen], [s[2] for s in seen], ".", color=f"C{k}", label=f"user-{k}: {len(seen)} updates")
+    ax.set(xlim=(-180, 180), ylim=(-90, 90), aspect="equal", xlabel="longitude (°)", ylabel="latitude (°)",
+           title="Dragged markers: true path (line) and what a watcher received (dots)")
+    ax.set_xticks(range(-180, 181, 30))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.grid(alpha=0.4)
+    ax.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def throttle_tradeoff(rows: list[dict[str, Any]]) -> Figure:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    labels = [r["label"] for r in rows]
+    left.bar(labels, [r["updates_per_s"] for r in rows], color="#3d6fd6")
+    left.set(title="Messages per dragging user", ylabel="updates per second")
+    right.bar(labels, [r["error_deg"] for r in rows], color="#d6803d")
+    right.set(title="How far behind a watcher's marker is", ylabel="mean error (degrees)")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize="small")
+    fig.tight_layout()
+    return fig

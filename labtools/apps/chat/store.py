@@ -1,0 +1,180 @@
+"""The chat's storage: users and messages in SQLite, off the event loop.
+
+Why a dedicated thread: ``sqlite3`` calls block, and the event loop that runs the server also
+runs every other client's frames; one slow ``COMMIT`` in the loop would stall every
+conversation. All database work goes to a single worker thread that owns the one connection,
+so statements never interleave, nothing needs a lock, and the loop only awaits a future.
+
+Why WAL with ``synchronous=NORMAL``: a commit is then a write to the log without an ``fsync``,
+so storing a message costs microseconds, and a committed message survives the server process
+dying or restarting (what the lesson shows). Only a power cut can lose the last commits; a
+bank would pay for ``synchronous=FULL``, a course chat does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    uid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pair TEXT NOT NULL,
+    sender TEXT NOT NULL REFERENCES users(uid),
+    recipient TEXT NOT NULL REFERENCES users(uid),
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    client_id TEXT,
+    UNIQUE (sender, client_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (pair, id);
+"""
+
+MESSAGE_COLUMNS = "id, sender, recipient, body, created_at, client_id"
+
+
+class EmailTaken(Exception):
+    """Sign-up with an email that another account already uses."""
+
+
+def pair_key(a: str, b: str) -> str:
+    """One key for a conversation whichever side asks: the two uids in order."""
+    return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
+
+def _message(row: tuple) -> dict[str, Any]:
+    """A stored row as PROTOCOL.md's message (``clientId`` only when the sender gave one)."""
+    id, sender, recipient, body, created_at, client_id = row
+    message: dict[str, Any] = {"id": id, "from": sender, "to": recipient, "message": body, "createdAt": created_at}
+    if client_id is not None:
+        message["clientId"] = client_id
+    return message
+
+
+class Store:
+    """Users and messages in one SQLite file, every statement run on one worker thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    # ----- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: one statement, one commit
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the connection on its own thread, then stop the thread (idempotent)."""
+        if self._db is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ----- users -------------------------------------------------------------------------
+
+    async def add_user(self, uid: str, name: str, email: str, password_hash: str) -> None:
+        """Insert a user; ``EmailTaken`` when the email is registered (the UNIQUE index decides)."""
+        await self._run(self._add_user, uid, name, email, password_hash)
+
+    def _add_user(self, uid: str, name: str, email: str, password_hash: str) -> None:
+        try:
+            self.db.execute(
+                "INSERT INTO users (uid, name, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                (uid, name, email, password_hash, int(time.time() * 1000)),
+            )
+        except sqlite3.IntegrityError:
+            raise EmailTaken(email) from None
+
+    async def credentials(self, email: str) -> tuple[str, str] | None:
+        """``(uid, password_hash)`` of the account with ``email``, or None."""
+        return await self._run(self._credentials, email)
+
+    def _credentials(self, email: str) -> tuple[str, str] | None:
+        return self.db.execute("SELECT uid, password_hash FROM users WHERE email = ?", (email,)).fetchone()
+
+    async def users(self) -> list[dict[str, str]]:
+        """Every registered user (without password hashes), oldest account first."""
+        return await self._run(self._users)
+
+    def _users(self) -> list[dict[str, str]]:
+        rows = self.db.execute("SELECT uid, name, email FROM users ORDER BY created_at, uid").fetchall()
+        return [{"uid": uid, "name": name, "email": email} for uid, name, email in rows]
+
+    # ----- messages ----------------------------------------------------------------------
+
+    async def add_message(
+        self, sender: str, recipient: str, text: str, client_id: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a message; ``(message, True)`` when new, ``(first stored one, False)`` on a retry.
+
+        A retry is a message whose ``(sender, clientId)`` is stored already: the UNIQUE
+        constraint makes that check and the insert one atomic statement.
+        """
+        return await self._run(self._add_message, sender, recipient, text, client_id)
+
+    def _add_message(
+        self, sender: str, recipient: str, text: str, client_id: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        row = self.db.execute(
+            "INSERT INTO messages (pair, sender, recipient, body, created_at, client_id) VALUES (?, ?, ?, ?, ?, ?)"
+            f" ON CONFLICT (sender, client_id) DO NOTHING RETURNING {MESSAGE_COLUMNS}",
+            (pair_key(sender, recipient), sender, recipient, text, int(time.time() * 1000), client_id),
+        ).fetchone()
+        if row is not None:
+            return _message(row), True
+        first = self.db.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND client_id = ?", (sender, client_id)
+        ).fetchone()
+        return _message(first), False
+
+    async def history(self, a: str, b: str, *, after: int | None = None, limit: int = 30) -> list[dict[str, Any]]:
+        """Messages between ``a`` and ``b``, oldest first: the last ``limit``, or the first after ``after``."""
+        return await self._run(self._history, pair_key(a, b), after, limit)
+
+    def _history(self, pair: str, after: int | None, limit: int) -> list[dict[str, Any]]:
+        if after is None:
+            rows = self.db.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? ORDER BY id DESC LIMIT ?", (pair, limit)
+            ).fetchall()
+            rows.reverse()
+        else:
+            rows = self.db.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? AND id > ? ORDER BY id LIMIT ?",
+                (pair, after, limit),
+            ).fetchall()
+        return [_message(row) for row in rows]

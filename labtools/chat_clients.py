@@ -1,0 +1,310 @@
+"""Simulated chat users for lesson 08, the tests and the benchmark.
+
+``ChatUser`` is what a browser tab does, in Python: sign up or log in, open the socket with
+``?token=``, send private messages with a ``clientId`` and retry on a lost acknowledgement,
+and catch up with ``history``/``after`` after being offline. ``UnreliableClient`` is the
+"unreliable network": it drops a chosen share of the acknowledgements it receives, which is
+exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
+pairs of users to work at once and checks what arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from .events import AckError, EventClient
+from .events.frames import parse_json
+from .metrics import LatencyLog, Trace
+
+
+class UnreliableClient(EventClient):
+    """An ``EventClient`` whose network loses a share ``drop_acks`` of the acknowledgements.
+
+    The messages themselves still arrive at the server and are stored; only the answer is lost,
+    so the sender cannot tell "stored" from "never arrived" and must retry.
+    """
+
+    def __init__(self, name: str, trace: Trace | None = None, *, seed: int = 0) -> None:
+        super().__init__(name, trace)
+        self.drop_acks = 0.0  # ChatUser turns the loss on once signed in: the lesson is about messages
+        self.dropped = 0
+        self._random = random.Random(seed)
+
+    def _receive(self, message: str | bytes) -> None:
+        # Works at the one place every frame passes; the event layer has no hook for lossy links.
+        if self.drop_acks > 0:
+            frame = parse_json(message if isinstance(message, str) else message.decode())
+            if isinstance(frame, dict) and "ack" in frame and self._random.random() < self.drop_acks:
+                self.dropped += 1
+                if self.trace is not None:
+                    self.trace.record("server", self.name, "ack (lost)")
+                return
+        super()._receive(message)
+
+
+class ChatUser:
+    """One person of the chat, over one socket at a time (reconnecting makes a new socket)."""
+
+    def __init__(
+        self,
+        name: str,
+        email: str | None = None,
+        password: str = "correct horse battery",
+        *,
+        trace: Trace | None = None,
+        drop_acks: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.name = name
+        self.email = email or f"{name.lower()}@example.com"
+        self.password = password
+        self.trace = trace
+        self.drop_acks = drop_acks
+        self.seed = seed
+        self.uid = ""
+        self.token = ""
+        self.client: UnreliableClient | None = None
+        self.inbox: list[tuple[float, dict[str, Any]]] = []  # (perf_counter, message) of every delivery
+        self.retries = 0
+        self.user_lists: list[list[dict[str, Any]]] = []
+
+    # ----- the socket ---------------------------------------------------------------------
+
+    async def _open(self, url: str, query: str = "") -> UnreliableClient:
+        await self.disconnect()
+        if url.startswith("http"):
+            url = "ws" + url.removeprefix("http")
+        client = UnreliableClient(self.name, self.trace, seed=self.seed)
+        client.on("personal-message", lambda message: self.inbox.append((time.perf_counter(), message)))
+        client.on("user-list", self.user_lists.append)
+        await client._open(url + (f"?{query}" if query else ""))
+        self.client = client
+        return client
+
+    async def sign_up(self, url: str) -> ChatUser:
+        """Sign up on a fresh socket, then authenticate that socket with the token (as the page does)."""
+        client = await self._open(url)
+        account = await client.request("sign-up", {"name": self.name, "email": self.email, "password": self.password})
+        await self._authenticate(client, account)
+        return self
+
+    async def log_in(self, url: str) -> ChatUser:
+        client = await self._open(url)
+        account = await client.request("login", {"email": self.email, "password": self.password})
+        await self._authenticate(client, account)
+        return self
+
+    async def enter(self, url: str) -> ChatUser:
+        """Log in, or sign up first if there is no such account yet (so a re-run cell works)."""
+        try:
+            return await self.log_in(url)
+        except AckError as error:
+            if error.code != "unauthorized":
+                raise
+            return await self.sign_up(url)
+
+    async def _authenticate(self, client: EventClient, account: dict[str, Any]) -> None:
+        self.uid, self.token = account["user"]["uid"], account["token"]
+        await client.request("auth", {"token": self.token})
+        await client.wait_for("user-list")
+        client.drop_acks = self.drop_acks
+
+    async def connect(self, url: str) -> ChatUser:
+        """Reconnect with the token in the URL, the way a browser does (no headers on a WebSocket)."""
+        if self.trace is not None:
+            self.trace.record(self.name, "server", "connect ?token=")
+        client = await self._open(url, "token=" + quote(self.token))
+        await client.next("user-list")
+        client.drop_acks = self.drop_acks
+        return self
+
+    async def disconnect(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+    @property
+    def socket(self) -> UnreliableClient:
+        if self.client is None:
+            raise RuntimeError(f"{self.name} is offline")
+        return self.client
+
+    # ----- chatting -----------------------------------------------------------------------
+
+    async def send(
+        self, to: ChatUser | str, text: str, *, client_id: str | None = None, timeout: float = 2.0, attempts: int = 10
+    ) -> dict[str, Any]:
+        """Send until acknowledged, every attempt with the same ``clientId``; the stored message."""
+        uid = to.uid if isinstance(to, ChatUser) else to
+        data = {"to": uid, "message": text, "clientId": client_id or uuid.uuid4().hex}
+        for attempt in range(attempts):
+            if attempt:
+                self.retries += 1
+            try:
+                stored = await self.socket.request("personal-message", data, timeout)
+            except TimeoutError:
+                continue
+            self._traced(f"ack: stored #{stored['id']}")
+            return stored
+        raise TimeoutError(f"{self.name}: no acknowledgement after {attempts} attempts")
+
+    async def typing(self, to: ChatUser) -> None:
+        await self.socket.emit("typing", {"to": to.uid})
+
+    async def history(
+        self, other: ChatUser, after: int | None = None, *, timeout: float = 2.0, attempts: int = 10
+    ) -> list[dict[str, Any]]:
+        """The conversation with ``other`` (the last 30, or those after ``after``).
+
+        Reading is idempotent, so a lost answer is simply asked for again; no id is needed.
+        """
+        data: dict[str, Any] = {"with": other.uid}
+        if after is not None:
+            data["after"] = after
+        for _attempt in range(attempts):
+            try:
+                messages = await self.socket.request("history", data, timeout)
+            except TimeoutError:
+                continue
+            self._traced(f"ack: {len(messages)} messages")
+            return messages
+        raise TimeoutError(f"{self.name}: no history after {attempts} attempts")
+
+    def _traced(self, label: str) -> None:
+        """Acknowledgements go into the trace too: the sequence diagram shows what came back."""
+        if self.trace is not None:
+            self.trace.record("server", self.name, label)
+
+    def conversation(self, other: ChatUser) -> list[dict[str, Any]]:
+        """What this user has seen of the conversation with ``other``, by id, without repeats."""
+        seen = {m["id"]: m for _t, m in self.inbox if other.uid in (m["from"], m["to"])}
+        return [seen[id] for id in sorted(seen)]
+
+    async def catch_up(self, other: ChatUser) -> list[dict[str, Any]]:
+        """Fetch what arrived while offline: ``history`` ``after`` the last message seen, page by page."""
+        known = self.conversation(other)
+        page = await self.history(other, known[-1]["id"] if known else None)
+        missed = list(page)
+        while known and len(page) == 30:  # a full page: more may follow
+            page = await self.history(other, page[-1]["id"])
+            missed.extend(page)
+        now = time.perf_counter()
+        self.inbox.extend((now, message) for message in missed)
+        return missed
+
+    def __repr__(self) -> str:
+        return f"<ChatUser {self.name} {'online' if self.client else 'offline'}>"
+
+
+@dataclass
+class PairsResult:
+    """What ``run_pairs`` measured and checked."""
+
+    pairs: int
+    messages_per_user: int
+    sent: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    out_of_order: int = 0
+    retries: int = 0
+    acks_dropped: int = 0
+    seconds: float = 0.0
+    latency: LatencyLog = field(default_factory=LatencyLog)
+
+    mode = "websocket"  # what plots.latency labels a run with
+
+    @property
+    def users(self) -> int:
+        return 2 * self.pairs
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        latency = self.latency.summary()
+        return {
+            "pairs": self.pairs,
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "duplicates": self.duplicates,
+            "lost": self.lost,
+            "out_of_order": self.out_of_order,
+            "retries": self.retries,
+            "acks_dropped": self.acks_dropped,
+            "p50_ms": round(latency["p50_ms"], 2),
+            "p99_ms": round(latency["p99_ms"], 2),
+            "messages_per_s": round(self.messages_per_s),
+        }
+
+
+async def sign_up_pairs(
+    url: str, pairs: int, *, prefix: str = "user", **options: Any
+) -> list[tuple[ChatUser, ChatUser]]:
+    """``pairs`` pairs of new, connected users (``options`` go to every ``ChatUser``)."""
+    users = [ChatUser(f"{prefix}{i}", seed=i, **options) for i in range(2 * pairs)]
+    await asyncio.gather(*(user.sign_up(url) for user in users))
+    return [(users[2 * i], users[2 * i + 1]) for i in range(pairs)]
+
+
+async def run_pairs(
+    url: str, pairs: int = 50, messages: int = 20, *, drop_acks: float = 0.0, timeout: float = 10.0,
+    retry_after: float = 2.0, prefix: str = "user",
+) -> PairsResult:
+    """Sign up ``pairs`` pairs; both sides of every pair send ``messages`` to each other at once.
+
+    Each user sends its messages one after another (each waits for its acknowledgement, as a
+    person does), all users at the same time. Latency is from the start of the send to the
+    recipient's socket receiving the message. Then every recipient's deliveries are checked:
+    each message exactly once, in the order it was sent.
+    """
+    couples = await sign_up_pairs(url, pairs, prefix=prefix, drop_acks=drop_acks)
+    result = PairsResult(pairs, messages)
+    started_at: dict[str, float] = {}
+
+    async def talk(sender: ChatUser, recipient: ChatUser) -> None:
+        for i in range(messages):
+            client_id = f"{sender.name}-{i}"
+            started_at[client_id] = time.perf_counter()
+            await sender.send(recipient, f"{sender.name} #{i}", client_id=client_id, timeout=retry_after)
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(talk(a, b) for a, b in couples), *(talk(b, a) for a, b in couples))
+    expected = 2 * pairs * messages
+
+    async def all_delivered() -> None:
+        while sum(_received_from(b, a) + _received_from(a, b) for a, b in couples) < expected:
+            await asyncio.sleep(0.01)
+
+    with contextlib.suppress(TimeoutError):  # what never arrived is counted as lost below
+        await asyncio.wait_for(all_delivered(), timeout)
+    result.seconds = time.perf_counter() - begin
+    for a, b in couples:
+        for sender, recipient in ((a, b), (b, a)):
+            got = [(t, m) for t, m in recipient.inbox if m["from"] == sender.uid]
+            ids = [m["clientId"] for _t, m in got]
+            result.sent += messages
+            result.delivered += len(set(ids))
+            result.duplicates += len(ids) - len(set(ids))
+            result.lost += messages - len(set(ids))
+            sent_order = [f"{sender.name}-{i}" for i in range(messages)]
+            if ids != [client_id for client_id in sent_order if client_id in set(ids)]:
+                result.out_of_order += 1
+            for t, m in got:
+                result.latency.add(t - started_at[m["clientId"]])
+            result.retries += sender.retries
+            result.acks_dropped += sender.socket.dropped
+    await asyncio.gather(*(user.disconnect() for couple in couples for user in couple))
+    return result
+
+
+def _received_from(recipient: ChatUser, sender: ChatUser) -> int:
+    return sum(1 for _t, m in recipient.inbox if m["from"] == sender.uid)

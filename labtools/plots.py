@@ -1,0 +1,241 @@
+"""Figures for the lessons: each function takes measured results and returns a ``Figure``.
+
+Plain matplotlib (no seaborn), titles that say what the figure shows, axes with units. A cell
+ends with the returned figure (or ``plt.show()``); nothing here prints. The figures are closed
+from pyplot's registry before they are returned, so a cell shows each figure exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from .metrics import Trace, percentile
+
+USEFUL = "#2b8cbe"
+EMPTY = "#d9d9d9"
+MODE_COLORS = {"poll": "#e6550d", "long-poll": "#31a354", "sse": "#3182bd", "websocket": "#756bb1"}
+
+
+def _done(fig: Figure) -> Figure:
+    fig.tight_layout()
+    plt.close(fig)  # the cell's last expression displays it; pyplot must not show it twice
+    return fig
+
+
+def _color(mode: str, i: int) -> str:
+    return MODE_COLORS.get(mode, f"C{i}")
+
+
+def _label(result: Any) -> str:
+    return f"{result.mode}, {result.users:,} users"
+
+
+def requests_over_time(result: Any, bin_seconds: float = 0.5) -> Figure:
+    """Answers per second over the run, stacked: the ones that carried messages vs ``[]``."""
+    end = max([t for t, _n in result.timeline] + [result.duration])
+    bins = max(1, math.ceil(end / bin_seconds))
+    useful = [0] * bins
+    empty = [0] * bins
+    for t, n in result.timeline:
+        i = min(bins - 1, max(0, int(t / bin_seconds)))
+        (useful if n else empty)[i] += 1
+    x = [i * bin_seconds for i in range(bins)]
+    per_s = 1 / bin_seconds
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(x, [u * per_s for u in useful], width=bin_seconds, align="edge", color=USEFUL, label="with messages")
+    ax.bar(x, [e * per_s for e in empty], width=bin_seconds, align="edge", bottom=[u * per_s for u in useful],
+           color=EMPTY, edgecolor="#bdbdbd", linewidth=0.5, label="[] no new messages")
+    ax.axvline(result.duration, color="black", linestyle=":", linewidth=1)
+    ax.text(result.duration, ax.get_ylim()[1] * 0.97, " end of sending", va="top", fontsize=8)
+    ax.set_xlabel("time since the start (s)")
+    ax.set_ylabel("answers per second")
+    ax.set_title(f"What the server answered: {_label(result)}")
+    ax.legend(loc="lower right", framealpha=0.9)
+    return _done(fig)
+
+
+def useful_vs_empty(results: Sequence[Any]) -> Figure:
+    """For each run, the share of answers that carried messages and the share that were ``[]``."""
+    labels = [_label(r) for r in results]
+    empty = [100 * r.empty / r.requests if r.requests else 0 for r in results]
+    useful = [100 - e for e in empty]
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * len(results)))
+    ax.barh(labels, useful, color=USEFUL, label="useful")
+    ax.barh(labels, empty, left=useful, color=EMPTY, edgecolor="#bdbdbd", label="[] no new messages")
+    for i, e in enumerate(empty):
+        ax.text(99, i, f"{e:.1f} % empty", ha="right", va="center", fontsize=9)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of all requests (%)")
+    ax.set_title("How many requests were worth making (blue: with messages, grey: [] no new messages)", fontsize=10)
+    return _done(fig)
+
+
+def latency(results: Sequence[Any] | Any, kind: str = "ecdf") -> Figure:
+    """Delivery latency (send → receipt, ms): an ECDF (``kind="ecdf"``) or a histogram."""
+    if not isinstance(results, Sequence):
+        results = [results]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for i, r in enumerate(results):
+        ms = sorted(v * 1000 for v in r.latency.values)
+        if not ms:
+            continue
+        if kind == "hist":
+            ax.hist(ms, bins=30, alpha=0.6, color=_color(r.mode, i), label=_label(r))
+        else:
+            ax.step(ms, [(k + 1) / len(ms) for k in range(len(ms))], where="post", color=_color(r.mode, i),
+                    label=f"{_label(r)} (p50 {percentile(ms, 50):.0f} ms)")
+    ax.set_xlabel("delivery latency, send → receipt (ms)")
+    ax.set_ylabel("share of messages" if kind == "ecdf" else "messages")
+    if kind == "ecdf":
+        ax.set_ylim(0, 1.02)
+        if any(r.latency.values for r in results):
+            lows = [min(r.latency.values) for r in results if r.latency.values]
+            if max(v for r in results for v in r.latency.values) / max(min(lows), 1e-4) > 100:
+                ax.set_xscale("log")
+    ax.set_title("How long a message took to reach its reader")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _done(fig)
+
+
+def bytes_comparison(results: Sequence[Any]) -> Figure:
+    """Bytes on the wire per run, both directions, as the clients and the server counted them."""
+    labels = [_label(r) for r in results]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.38
+    x = range(len(results))
+    up = [r.client_bytes_out / 1000 for r in results]
+    down = [r.client_bytes_in / 1000 for r in results]
+    ax.bar([i - width / 2 for i in x], up, width, color="#fdae6b", label="clients → server")
+    ax.bar([i + width / 2 for i in x], down, width, color="#6baed6", label="server → clients")
+    for i, r in enumerate(results):
+        server = (r.server_bytes_in + r.server_bytes_out) / 1000
+        if server:
+            ax.text(i, max(up[i], down[i]), f"server counted\n{server:,.0f} KB", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), labels, fontsize=9)
+    ax.set_ylabel("kilobytes (headers included)")
+    ax.margins(y=0.25)
+    ax.set_title("Bytes on the wire")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: int = 40,
+                     title: str = "Who asked whom, and what came back") -> Figure:
+    """A sequence diagram from a ``Trace``: one lifeline per party, one arrow per message,
+    time running down. Empty answers (labels starting with ``[]``) are drawn in grey."""
+    events = trace.events()[:limit]
+    if parties is None:
+        names: list[str] = []
+        for e in events:
+            for p in (e.src, e.dst):
+                if p not in names:
+                    names.append(p)
+        if "server" in names and len(names) == 3:  # Pedro → server → Ana reads left to right
+            others = [n for n in names if n != "server"]
+            names = [others[0], "server", others[1]]
+        parties = names
+    xs = {p: i for i, p in enumerate(parties)}
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.36 * max(len(events), 3)))
+    n = len(events)
+    for p, x in xs.items():
+        ax.plot([x, x], [-0.5, n + 0.3], color="#969696", linewidth=1, zorder=1)
+        ax.text(x, -0.7, p, ha="center", va="bottom", fontsize=11, fontweight="bold",
+                bbox={"boxstyle": "round", "facecolor": "#f0f0f0", "edgecolor": "#969696"})
+    for k, e in enumerate(events):
+        y = k + 0.5
+        x0, x1 = xs.get(e.src), xs.get(e.dst)
+        if x0 is None or x1 is None:
+            continue
+        grey = e.label.startswith("[]")
+        color = "#a0a0a0" if grey else ("#d94801" if e.label.startswith("POST") else "#08519c")
+        ax.annotate("", xy=(x1, y), xytext=(x0, y),
+                    arrowprops={"arrowstyle": "->", "color": color, "linewidth": 1.2})
+        label = e.label if len(e.label) <= 42 else e.label[:40] + "…"
+        ax.text((x0 + x1) / 2, y - 0.08, label, ha="center", va="bottom", fontsize=8,
+                color="#737373" if grey else "black")
+        ax.text(-0.45, y, f"{e.t:.1f} s", ha="right", va="center", fontsize=7, color="#737373")
+    ax.set_xlim(-0.75, len(parties) - 0.4)
+    ax.set_ylim(n + 0.5, -1.2)
+    ax.axis("off")
+    ax.set_title(title)
+    return _done(fig)
+
+
+def comparison(results: Sequence[Any]) -> Figure:
+    """The same workload several ways: requests/s, bytes on the wire per second, latency p50/p99."""
+    labels = [r.mode for r in results]
+    colors = [_color(r.mode, i) for i, r in enumerate(results)]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    ax = axes[0]
+    ax.bar(labels, [r.requests_per_second for r in results], color=colors)
+    ax.set_ylabel("requests per second")
+    ax.set_title("Requests")
+    ax = axes[1]
+    ax.bar(labels, [r.bytes_total / r.duration / 1000 for r in results], color=colors)
+    ax.set_ylabel("KB per second (both ways)")
+    ax.set_title("Bytes on the wire")
+    ax = axes[2]
+    x = range(len(results))
+    p50 = [r.latency.summary()["p50_ms"] for r in results]
+    p99 = [r.latency.summary()["p99_ms"] for r in results]
+    ax.bar([i - 0.2 for i in x], p50, 0.4, color=colors, label="p50")
+    ax.bar([i + 0.2 for i in x], p99, 0.4, color=colors, alpha=0.45, hatch="//", label="p99")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("delivery latency (ms)")
+    finite50 = [v for v in p50 if not math.isnan(v)] or [1.0]
+    finite99 = [v for v in p99 if not math.isnan(v)] or [1.0]
+    if max(finite99) / max(min(finite50), 0.1) > 50:  # polling's ~500 ms next to push's ~2 ms
+        ax.set_yscale("log")
+    ax.set_title("Latency, send → receipt")
+    ax.legend(fontsize=8)
+    for a in axes:
+        a.grid(axis="y", alpha=0.3)
+    users = {r.users for r in results}
+    fig.suptitle(f"Same workload, {len(results)} ways ({', '.join(f'{u:,}' for u in sorted(users))} users)")
+    return _done(fig)
+
+
+def held_over_time(results: Sequence[Any]) -> Figure:
+    """How many requests or streams each run kept open at the server, over time."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    styles = ["-", "--", ":", "-."]
+    for i, r in enumerate(results):
+        if r.held:
+            ax.plot([t for t, _ in r.held], [n for _, n in r.held], color=_color(r.mode, i), label=_label(r),
+                    linestyle=styles[i % len(styles)], linewidth=3 - 0.6 * (i % 3))
+    ax.set_xlabel("time since the start (s)")
+    ax.set_ylabel("open requests / streams")
+    ax.set_title("What the server holds open")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _done(fig)
+
+
+def cost_model(model_rows: Sequence[dict], measured: Sequence[Any]) -> Figure:
+    """The polling cost model (lines) against measured crowds (dots), on log-log axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    users = [row["users"] for row in model_rows]
+    for ax, key, scale, unit in ((axes[0], "requests/s", 1, "requests per second"),
+                                 (axes[1], "bytes/s", 1e-6, "MB per second (both ways)")):
+        ax.loglog(users, [row[key] * scale for row in model_rows], color="#636363", label="model")
+        xs = [r.users for r in measured]
+        if key == "requests/s":
+            ys = [r.requests_per_second for r in measured]
+        else:
+            ys = [r.bytes_total / r.duration * scale for r in measured]
+        ax.loglog(xs, ys, "o", color="#e6550d", markersize=8, label="measured")
+        ax.set_xlabel("users polling")
+        ax.set_ylabel(unit)
+        ax.grid(which="both", alpha=0.25)
+        ax.legend()
+    axes[0].set_title("Requests the server must answer")
+    axes[1].set_title("Bytes it must move")
+    return _done(fig)

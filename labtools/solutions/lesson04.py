@@ -1,0 +1,107 @@
+"""Lesson 04 (the mini chat): a frame by hand, broadcast to all but the sender, a frame's size."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .. import runtime
+from ..events import AckError, Client, EventClient, EventServer
+from ..exercises import exercise
+
+
+def check_emit_frame(answer: Any) -> None:
+    assert isinstance(answer, str), "answer should be the frame's text: a str of JSON"
+    try:
+        frame = json.loads(answer)
+    except ValueError:
+        raise AssertionError("that is not JSON: a frame is one JSON object") from None
+    assert isinstance(frame, dict), 'a frame is a JSON object: {"event": ..., "data": ..., "id": ...}'
+    assert frame.get("event") == "msg-to-server", "the event Pedro emits is 'msg-to-server'"
+    assert frame.get("data") == {"text": "hola"}, 'the data is {"text": "hola"}'
+    assert frame.get("id") == 7 and type(frame["id"]) is int, "asking for an acknowledgement means an integer id: 7"
+    extra = sorted(set(frame) - {"event", "data", "id"})
+    assert not extra, f"only event, data and id; not {extra}"
+
+
+@exercise("04.1", check_emit_frame)
+def emit_frame_solution() -> str:
+    # Pedro emits "msg-to-server" and asks for an acknowledgement with id 7.
+    return json.dumps({"event": "msg-to-server", "data": {"text": "hola"}, "id": 7})
+
+
+Handler = Callable[[EventServer, Client, Any], Any]
+
+
+async def _others_hear(handler: Handler) -> tuple[list, list, list]:
+    server = EventServer("exercise-04.2")
+
+    @server.on("msg-to-server")
+    def on_message(client: Client, data: Any) -> Any:
+        return handler(server, client, data)
+
+    await server.start()
+    people: list[EventClient] = []
+    try:
+        for name in ("pedro", "ana", "luis"):
+            people.append(await EventClient.connect(server.url, name=name))
+        pedro, ana, luis = people
+        try:
+            await pedro.request("msg-to-server", {"text": "hola"}, timeout=2)
+        except AckError as error:
+            raise AssertionError(f"the handler failed ({error}): {server.errors[-1:]}") from None
+        for listener in (ana, luis):
+            try:
+                await listener.wait_for("msg-from-server", timeout=2)
+            except TimeoutError:
+                break
+        await asyncio.sleep(0.2)  # time for a frame to Pedro to arrive, if one was sent
+        return pedro.events("msg-from-server"), ana.events("msg-from-server"), luis.events("msg-from-server")
+    finally:
+        for person in people:
+            await person.aclose()
+        await server.aclose()
+
+
+def check_all_but_sender(answer: Any) -> None:
+    assert callable(answer), "answer should be a function handler(server, client, data)"
+    pedro, ana, luis = runtime.run(_others_hear(answer), timeout=15)
+    assert ana == [{"text": "hola"}] and luis == [{"text": "hola"}], (
+        f'Ana and Luis should each receive msg-from-server {{"text": "hola"}} once; got {ana} and {luis}'
+    )
+    assert pedro == [], f"Pedro sent it: he should not receive it back (got {pedro}); see exclude="
+
+
+@exercise("04.2", check_all_but_sender)
+def all_but_sender_solution() -> Handler:
+    def handler(server: EventServer, client: Client, data: Any) -> None:
+        server.broadcast("msg-from-server", {"text": data["text"]}, exclude=client)
+
+    return handler
+
+
+def _frame_size(payload: int) -> int:
+    return payload + (2 if payload <= 125 else 4 if payload <= 65_535 else 10)
+
+
+def check_frame_size(answer: Any) -> None:
+    assert callable(answer), "answer should be a function frame_size(payload_bytes) -> bytes on the wire"
+    for payload in (0, 5, 125, 126, 1_000, 65_535, 65_536, 1_048_576):
+        got = answer(payload)
+        expected = _frame_size(payload)
+        assert got == expected, f"a server frame carrying {payload:,} bytes takes {expected:,} bytes, not {got!r}"
+
+
+@exercise("04.3", check_frame_size)
+def frame_size_solution() -> Callable[[int], int]:
+    def frame_size(payload: int) -> int:
+        # A server frame is unmasked: 2 header bytes, plus 2 (length up to 65,535) or 8 more.
+        if payload <= 125:
+            return payload + 2
+        if payload <= 65_535:
+            return payload + 4
+        return payload + 10
+
+    return frame_size

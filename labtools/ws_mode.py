@@ -1,0 +1,91 @@
+"""The ``"websocket"`` crowd mode: lesson 04 runs lessons 01-03's chat workload over WebSockets.
+
+Importing this module registers the mode with ``crowd.register_mode``, so that
+``run_crowd(relay, mode="websocket", ...)`` drives the same Poisson schedule of private messages
+as ``"poll"``, ``"long-poll"`` and ``"sse"``, against ``apps.relay`` (start it with
+``serve_relay()``). Each simulated user is an ``EventClient``: one connection, opened once; the
+server pushes each message the moment it arrives.
+
+What counts as a request here: the WebSocket upgrade and each frame the user sends (``join``,
+then one ``send`` per message). Pushes from the server are not requests: nobody asked for them,
+which is the point of the lesson. Bytes are counted at the socket, as for the HTTP modes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import runtime
+from .crowd import ClientSpec, register_mode
+from .events import AckError, EventClient
+from .metrics import Traffic
+from .serving import ServerHandle
+
+MODE = "websocket"
+
+
+class WebSocketUser:
+    """One simulated user of the relay: joins its room, sends with acknowledgements, listens."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        self.spec = spec
+        self.client: EventClient | None = None
+        self.errors = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Connections held open at the server: the socket, while it is open."""
+        return 0 if self.client is None or self.client.closed else 1
+
+    @property
+    def traffic(self) -> Traffic:
+        """The upgrade plus one request per emitted frame, and every byte the socket carried."""
+        traffic = Traffic()
+        if self.client is None:
+            return traffic
+        source = self.client.traffic
+        traffic.total.bytes_in = source.total.bytes_in
+        traffic.total.bytes_out = source.total.bytes_out
+        traffic.route("GET / (WebSocket upgrade)").requests = 1
+        for name, counter in source.routes.items():
+            if name.startswith("send "):
+                traffic.route(f"emit {name.removeprefix('send ')}").requests = counter.requests
+        traffic.total.requests = sum(c.requests for c in traffic.routes.values())
+        return traffic
+
+    async def start(self) -> None:
+        on_message = self.spec.on_message
+        self.client = await EventClient.connect(self.spec.url, name=self.spec.user)
+        self.client.on("message", lambda data: on_message(data, time.perf_counter()))
+        await self.client.request("join", self.spec.user)  # acknowledged once the room is joined
+
+    async def send(self, to: str, text: str) -> None:
+        if self.client is None:
+            raise RuntimeError("start() first")
+        try:
+            await self.client.request("send", {"to": to, "text": text})
+        except (AckError, ConnectionError, TimeoutError):
+            self.errors += 1
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+register_mode(MODE, WebSocketUser)
+
+
+async def astart_relay(name: str = "relay", **options: Any) -> ServerHandle:
+    """Start ``apps.relay`` on the running labtools loop under ``name`` (replacing an old one)."""
+    from .apps import relay
+
+    async def start() -> Any:
+        return await relay.start(**options)
+
+    return ServerHandle(name, await runtime.register(name, start))
+
+
+def serve_relay(name: str = "relay", **options: Any) -> ServerHandle:
+    """The relay server for ``mode="websocket"`` crowds (re-running the cell replaces it)."""
+    return runtime.run(astart_relay(name, **options))

@@ -1,0 +1,87 @@
+"""The chat page in real Chromium: two people sign up in two browsers, talk, one reloads and
+still sees the conversation (the token is kept in sessionStorage, the history is fetched)."""
+
+from __future__ import annotations
+
+import labtools
+
+
+def sign_up(page, url: str, name: str) -> None:
+    page.goto(url)
+    form = page.locator("#signup-form")
+    form.locator("[name=name]").fill(name)
+    form.locator("[name=email]").fill(f"{name.lower()}@example.com")
+    form.locator("[name=password]").fill("correct horse battery")
+    form.locator("button").click()
+    page.wait_for_selector("#chat:not([hidden])")
+
+
+def say(page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_two_people_talk_and_a_reload_keeps_the_history(browser, tmp_path) -> None:
+    chat = labtools.serve("chat", name="browser-chat", db=str(tmp_path / "chat.db"), fast_hashing=True)
+    pedro_context, ana_context = browser.new_context(), browser.new_context()
+    pedro, ana = pedro_context.new_page(), ana_context.new_page()
+    try:
+        sign_up(pedro, chat.url, "Pedro")
+        sign_up(ana, chat.url, "Ana")
+        pedro.click("#users li:has-text('Ana')")
+        pedro.wait_for_selector("#users li.online:has-text('Ana')")
+        say(pedro, "Hola Ana <img src=x onerror=alert(1)>")
+        ana.wait_for_selector("#users li:has-text('Pedro') .unread")
+        ana.click("#users li:has-text('Pedro')")
+        ana.wait_for_selector("#messages li.theirs")
+        assert ana.locator("#messages li .text").all_inner_texts() == ["Hola Ana <img src=x onerror=alert(1)>"]
+        assert ana.locator("#messages img").count() == 0  # text, never HTML
+
+        ana.type("#text", "¡Hola")
+        pedro.wait_for_selector("#typing:has-text('Ana is typing')")
+        ana.press("#text", "Enter")
+        pedro.wait_for_selector("#messages li.theirs:has-text('¡Hola')")
+
+        ana.reload()  # still logged in: the token is in sessionStorage
+        ana.wait_for_selector("#chat:not([hidden])")
+        ana.click("#users li:has-text('Pedro')")
+        ana.wait_for_function("document.querySelectorAll('#messages li[data-id]').length === 2")
+        assert ana.locator("#messages li .text").all_inner_texts() == [
+            "Hola Ana <img src=x onerror=alert(1)>", "¡Hola"]
+        assert ana.locator("#me").inner_text() == "Ana"
+    finally:
+        pedro_context.close()
+        ana_context.close()
+        chat.stop()
+
+
+def test_the_page_reconnects_and_catches_up(browser, tmp_path) -> None:
+    """The server restarts on the same database and port; the page reconnects by itself
+    (events.js' backoff, the token in the URL, no new login) and the conversation goes on:
+    a message sent right after the restart shows, live or fetched by the catch-up."""
+    db = str(tmp_path / "chat.db")
+    chat = labtools.serve("chat", name="browser-restart", db=db, fast_hashing=True)
+    port = chat.port
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        sign_up(page, chat.url, "Ana")
+        from labtools.chat_clients import ChatUser
+
+        pedro = ChatUser("Pedro")
+        labtools.run(pedro.sign_up(chat.url))
+        page.click("#users li:has-text('Pedro')")
+        labtools.run(pedro.send(page.evaluate("JSON.parse(sessionStorage.getItem('labtools-chat')).user.uid"),
+                                "before"))
+        page.wait_for_selector("#messages li:has-text('before')")
+        chat.stop()
+        page.wait_for_selector("#status.offline")
+        chat = labtools.serve("chat", name="browser-restart", db=db, port=port, fast_hashing=True)
+        labtools.run(pedro.log_in(chat.url))
+        ana_uid = page.evaluate("JSON.parse(sessionStorage.getItem('labtools-chat')).user.uid")
+        labtools.run(pedro.send(ana_uid, "while you were away"))
+        page.wait_for_selector("#messages li:has-text('while you were away')", timeout=15000)
+        assert page.locator("#messages li .text").all_inner_texts() == ["before", "while you were away"]
+    finally:
+        context.close()
+        chat.stop()

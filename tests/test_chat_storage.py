@@ -1,0 +1,141 @@
+"""Storage: a message is stored before it is acknowledged, users and messages survive a
+restart, a retry with the same clientId is stored once, and slow work never blocks the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import labtools
+from labtools.chat_clients import ChatUser, run_pairs
+from labtools.events import EventClient
+
+run = labtools.run
+ROOT = Path(__file__).parent.parent
+
+
+def test_acknowledged_means_stored(tmp_path) -> None:
+    chat = labtools.serve("chat", name="stored", db=str(tmp_path / "chat.db"), fast_hashing=True)
+
+    async def main() -> dict:
+        pedro = await ChatUser("Pedro").sign_up(chat.url)
+        ana = await ChatUser("Ana").sign_up(chat.url)
+        return await pedro.send(ana, "written down")
+
+    stored = run(main())
+    db = sqlite3.connect(tmp_path / "chat.db")  # a second reader sees the committed row at once
+    assert db.execute("SELECT body FROM messages WHERE id = ?", (stored["id"],)).fetchone() == ("written down",)
+    db.close()
+    chat.stop()
+
+
+def test_users_and_messages_survive_a_restart(tmp_path) -> None:
+    db = str(tmp_path / "chat.db")
+    chat = labtools.serve("chat", name="restart", db=db, fast_hashing=True)
+    pedro, ana = ChatUser("Pedro"), ChatUser("Ana")
+
+    async def before() -> None:
+        await pedro.sign_up(chat.url)
+        await ana.sign_up(chat.url)
+        for i in range(3):
+            await pedro.send(ana, f"before {i}")
+        await ana.send(pedro, "¡hola! <b>not bold</b>")
+
+    run(before())
+    old_token = pedro.token
+    chat.stop()
+    chat = labtools.serve("chat", name="restart", db=db, fast_hashing=True)
+
+    async def after() -> None:
+        await pedro.log_in(chat.url)
+        conversation = [m["message"] for m in await pedro.history(ana)]
+        assert conversation == ["before 0", "before 1", "before 2", "¡hola! <b>not bold</b>"]
+        user_list = pedro.user_lists[-1]
+        assert {u["name"] for u in user_list} == {"Pedro", "Ana"}
+        # The secret is kept beside the database, so a token from before the restart still works.
+        socket = await EventClient.connect(chat.ws_url + "?token=" + old_token)
+        assert len(await socket.wait_for("user-list")) == 2
+        await socket.aclose()
+        next_id = (await pedro.send(ana, "after"))["id"]
+        assert next_id > max(m["id"] for m in await pedro.history(ana, after=0) if m["message"] != "after")
+
+    run(after())
+    chat.stop()
+
+
+def test_a_retry_with_the_same_client_id_is_stored_once(tmp_path) -> None:
+    chat = labtools.serve("chat", name="retry", db=str(tmp_path / "chat.db"), fast_hashing=True)
+
+    async def main() -> None:
+        pedro = await ChatUser("Pedro").sign_up(chat.url)
+        ana = await ChatUser("Ana").sign_up(chat.url)
+        first = await pedro.send(ana, "exactly once", client_id="abc")
+        again = await pedro.send(ana, "exactly once", client_id="abc")
+        assert again == first
+        await asyncio.sleep(0.05)
+        assert [m["id"] for _t, m in ana.inbox] == [first["id"]]  # the retry is not delivered again
+        # Another sender may use the same clientId: uniqueness is per sender.
+        reply = await ana.send(pedro, "me too", client_id="abc")
+        assert reply["id"] != first["id"]
+        assert [m["message"] for m in await pedro.history(ana)] == ["exactly once", "me too"]
+
+    run(main())
+    chat.stop()
+
+
+def test_dropped_acknowledgements_retries_deliver_exactly_once(tmp_path) -> None:
+    chat = labtools.serve("chat", name="lossy", db=str(tmp_path / "chat.db"), fast_hashing=True)
+    result = run(run_pairs(chat.url, pairs=4, messages=15, drop_acks=0.3, retry_after=0.15))
+    assert result.acks_dropped > 0 and result.retries >= result.acks_dropped - 10
+    assert (result.delivered, result.duplicates, result.lost, result.out_of_order) == (result.sent, 0, 0, 0)
+    db = sqlite3.connect(tmp_path / "chat.db")
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (result.sent,)
+    db.close()
+    chat.stop()
+
+
+def test_slow_password_hashing_does_not_block_messages(tmp_path) -> None:
+    """Real argon2 cost (~0.1 s a hash) while a conversation goes on: messages stay fast."""
+    chat = labtools.serve("chat", name="slow-hash", db=str(tmp_path / "chat.db"))
+
+    async def main() -> float:
+        pedro = await ChatUser("Pedro").sign_up(chat.url)
+        ana = await ChatUser("Ana").sign_up(chat.url)
+        signing_up = asyncio.gather(*(ChatUser(f"late{i}").sign_up(chat.url) for i in range(4)))
+        await asyncio.sleep(0.01)
+        worst = 0.0
+        for i in range(20):
+            start = time.perf_counter()
+            await pedro.send(ana, f"m{i}")
+            worst = max(worst, time.perf_counter() - start)
+        await signing_up
+        return worst
+
+    assert run(main()) < 0.08
+    chat.stop()
+
+
+def test_cli_serves_the_chat_on_a_db(tmp_path) -> None:
+    db = tmp_path / "cli.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "labtools", "serve", "chat", "--port", "0", "--db", str(db)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+
+        async def main() -> None:
+            user = await ChatUser("Pedro").sign_up(url)
+            await user.disconnect()
+
+        run(main())
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+    assert db.exists() and Path(str(db) + ".secret").exists()

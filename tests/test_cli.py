@@ -1,0 +1,70 @@
+"""``python -m labtools serve APP`` (PROTOCOL.md, "Running a lesson server outside the notebook").
+
+For every app that exists: the URL line arrives on a pipe at once (flushed), ``GET /`` and the
+WebSocket share the port, and SIGTERM or SIGINT with a client connected exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from labtools.serving import APPS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXISTING = [app for app, module in APPS.items() if importlib.util.find_spec(module) is not None]
+
+
+def read_line(process: subprocess.Popen, timeout: float = 15) -> str:
+    """The first stdout line, without waiting for the process to end (so: it was flushed)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "no URL line printed"
+    return process.stdout.readline().decode().strip()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("app", EXISTING)
+def test_serve_prints_the_url_serves_and_exits_cleanly(app: str, sig: signal.Signals) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "labtools", "serve", app, "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = read_line(process)
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), url
+        if app == "polling":
+            with urllib.request.urlopen(url + "stats", timeout=5) as response:
+                assert response.status == 200
+            socket = None
+        else:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/html")
+                assert b"<html" in response.read().lower()
+            socket = connect("ws" + url.removeprefix("http"), open_timeout=5)
+        started = time.monotonic()
+        process.send_signal(sig)
+        code = process.wait(15)
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        assert code == 0, stderr
+        assert time.monotonic() - started < 10
+        assert "Traceback" not in stderr, stderr
+        if socket is not None:  # it was open when the signal came; the server closed it cleanly
+            socket.recv_events_thread.join(5)
+            assert socket.close_code == 1001, socket.close_code
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
