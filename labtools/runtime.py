@@ -92,7 +92,9 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     future = submit(coro)
     try:
         return future.result(timeout)
-    except concurrent.futures.TimeoutError:
+    except TimeoutError:
+        if future.done():  # the coroutine itself timed out: its error, as it raised it
+            raise
         future.cancel()
         raise TimeoutError(f"gave up after {timeout} s") from None
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ NOTEBOOK_BUDGET_S = 90  # the lessons aim at well under 60 s; this only catches 
 def test_run_all(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     sources = [c.source for c in notebook.cells if c.cell_type == "code" and c.source.strip()]
-    manager, client = start_new_kernel(kernel_name="python3", cwd=str(path.parent), extra_env=None)
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
     # The kernel must be this environment's Python, whatever kernelspecs the machine has.
     assert manager.kernel_spec is not None
     try:
