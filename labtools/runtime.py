@@ -3,7 +3,7 @@
 Why a thread of our own instead of the kernel's loop: a notebook cell that blocks (a plain
 ``run_crowd(...)`` call, ``time.sleep``, JupyterLab's Run All queueing every cell) must not stop
 the servers it is measuring. ipykernel 7 runs cells on its own asyncio loop; nesting loops with
-nest_asyncio was measured to drop queued Run-All cells silently, so labtools owns a loop on a
+nest-asyncio was measured to drop queued Run-All cells silently, so labtools owns a loop on a
 daemon thread and hands work to it:
 
 * ``run(coro)`` from plain code (cells, scripts, pytest) blocks until the coroutine finishes;

@@ -1,7 +1,7 @@
 """Each notebook run the way JupyterLab's Run All runs it: every cell queued at once.
 
 nbval (and nbconvert) send one cell, wait for it, then send the next. Run All does not wait:
-the kernel receives every execute_request up front. A kernel hack like nest_asyncio was
+the kernel receives every execute_request up front. A kernel hack like nest-asyncio was
 measured to drop queued cells silently in that mode, so this test sends them all at once and
 checks that every cell answered "ok", in order, and that none was skipped.
 """
