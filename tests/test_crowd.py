@@ -103,8 +103,12 @@ def test_modes_are_pluggable(server: lt.ServerHandle) -> None:
 
 def test_arun_crowd_from_another_loop(server: lt.ServerHandle) -> None:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
-    result = asyncio.run(crowds.arun_crowd(server, users=4, rate=5, duration=0.4, interval=0.2, seed=5))
+    # A loop of its own, in a thread of its own (the browser fixture may own this thread's loop).
+    coro = crowds.arun_crowd(server, users=4, rate=5, duration=0.4, interval=0.2, seed=5)
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(asyncio.run, coro).result(timeout=30)
     assert result.lost == 0
 
 
