@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import labtools
-from labtools.chat_clients import run_pairs, sign_up_pairs
+from labtools.sim.chat_users import run_pairs, sign_up_pairs
 
 
 def main() -> None:

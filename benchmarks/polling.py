@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import aiohttp
 
-from labtools.crowd import crowd
-from labtools.metrics import LatencyLog
+from labtools import serving
+from labtools.measure.metrics import LatencyLog
 from labtools.polling import server as polling_server
 from labtools.polling.client import HttpClient
+from labtools.sim.crowd import crowd
 
 LIMIT_MS = 100.0
 
@@ -84,7 +85,7 @@ def ms(log: LatencyLog) -> str:
 
 
 async def main(quick: bool) -> None:
-    server = await polling_server.start()
+    server = await serving.start(polling_server.build())
     try:
         print("(a) closed loop, keep-alive GET /messages (empty answers)")
         for clients in ([16] if quick else [16, 64]):

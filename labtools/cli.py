@@ -8,14 +8,14 @@ import signal
 import sys
 from typing import Any
 
-from .serving import APPS, app_module
+from . import serving
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m labtools", description="The course's lesson servers.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run a lesson server until Ctrl-C or SIGTERM")
-    serve.add_argument("app", choices=list(APPS))
+    serve.add_argument("app", choices=list(serving.APPS))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (the default)")
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
@@ -26,7 +26,7 @@ async def serve(app: str, host: str, port: int, db: str | None) -> None:
     options: dict[str, Any] = {"db": db} if db is not None else {}
     if db is not None and app != "chat":
         raise SystemExit(f"--db is for the chat app, not {app!r}")
-    server = await app_module(app).start(host=host, port=port, **options)
+    server = await serving.start(serving.build(app, **options), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,18 +1,30 @@
-"""Starting the lesson servers by name, in the kernel (``serve``) or from the CLI.
+"""Every server of the course, the learner's own included, starts here and nowhere else.
 
-Every app module exposes ``async def start(host, port, **options)`` returning a running server
-with ``url``, ``host``, ``port``, ``traffic`` and ``aclose()``. ``serve`` runs it on the labtools
-loop under a name, so running the same cell twice replaces the server instead of failing with
-"address already in use", and hands the cell a ``ServerHandle`` with a plain sync API.
+A server is anything with the shape ``Server`` below: ``await start(host, port)``, ``url``,
+``host``, ``port``, ``traffic`` and an idempotent ``aclose()``. ``serve`` accepts
+
+* the name of a lesson app (``"polling"``, ``"minichat"``, ...): its module's ``build(**options)``
+  makes the server;
+* a build function of the learner's (``serve(my_build, **options)``), called with the options;
+* a server object not yet started (an ``EventServer`` with the learner's handlers, a
+  ``HandmadeServer``).
+
+It starts the server on the labtools loop under a name, so running the same cell twice replaces
+the server instead of failing with "address already in use", and hands the cell a
+``ServerHandle`` with a plain sync API.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from . import runtime
+from .measure.metrics import Traffic
+
+T = TypeVar("T")
 
 APPS: dict[str, str] = {
     "polling": "labtools.polling.server",
@@ -22,19 +34,72 @@ APPS: dict[str, str] = {
     "map": "labtools.apps.map",
     "chat": "labtools.apps.chat",
 }
+#: Servers of a lesson's experiment only, served in the kernel by name but not by the CLI
+#: (PROTOCOL.md's apps each have a page; these have none).
+EXPERIMENTS: dict[str, str] = {
+    "relay": "labtools.apps.relay",
+}
+
+
+@runtime_checkable
+class Server(Protocol):
+    """What every course server is, whichever module or learner made it."""
+
+    url: str
+    host: str
+    port: int
+    traffic: Traffic
+
+    async def start(self, host: str, port: int) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 def app_module(app: str) -> Any:
-    """The module that implements ``app`` (a name of ``APPS``)."""
-    if app not in APPS:
-        raise ValueError(f"unknown app {app!r}; choose one of {', '.join(APPS)}")
-    return importlib.import_module(APPS[app])
+    """The module that implements ``app`` (a name of ``APPS`` or ``EXPERIMENTS``)."""
+    modules = APPS | EXPERIMENTS
+    if app not in modules:
+        raise ValueError(f"unknown app {app!r}; choose one of {', '.join(modules)}")
+    return importlib.import_module(modules[app])
+
+
+def build(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
+    """The server ``app`` names, makes or is, not started yet."""
+    if isinstance(app, str):
+        return app_module(app).build(**options)
+    if isinstance(app, Server):
+        if options:
+            raise TypeError(f"{sorted(options)}: options go to an app's name or a build function, not a server")
+        return app
+    if callable(app):
+        server = app(**options)
+        if not isinstance(server, Server):
+            raise TypeError(f"{getattr(app, '__name__', app)!r} returned {server!r}, not a server (start, url, aclose)")
+        return server
+    raise TypeError(f"serve() takes an app's name, a build function or a server, not {app!r}")
+
+
+def default_name(app: str | Callable[..., Server] | Server) -> str:
+    """The registry name of ``app`` when the cell gives none: re-running replaces the same one."""
+    if isinstance(app, str):
+        return app
+    return str(getattr(app, "name", None) or getattr(app, "__name__", None) or type(app).__name__.lower())
+
+
+async def start(server: Server, host: str = "127.0.0.1", port: int = 0) -> Server:
+    """Start ``server``; a server that fails to start is closed again (its files, its port)."""
+    try:
+        await server.start(host, port)
+    except BaseException:
+        await server.aclose()
+        raise
+    return server
 
 
 class ServerHandle:
     """What a cell holds of a server that runs on the labtools loop."""
 
-    def __init__(self, name: str, server: Any) -> None:
+    def __init__(self, name: str, server: Server) -> None:
         self.name = name
         self.server = server
 
@@ -55,6 +120,10 @@ class ServerHandle:
     def page_url(self) -> str:
         """Where a browser reaches the app's page: through Binder's proxy when there is one."""
         return browser_url(self.port)
+
+    def read(self, fn: Callable[[Any], T]) -> T:
+        """``fn(state)`` on the loop thread: read the app's state without racing its handlers."""
+        return runtime.call(lambda: fn(self.server.state))  # type: ignore[attr-defined]
 
     def stats(self) -> dict:
         """A snapshot of the server's traffic counters (PROTOCOL.md's ``/stats`` shape)."""
@@ -86,25 +155,45 @@ def browser_url(port: int) -> str:
 
 
 async def astart(
-    app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any
+    app: str | Callable[..., Server] | Server,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **options: Any,
 ) -> ServerHandle:
-    module = app_module(app)
-    name = name or app
+    """Build and start ``app`` on the running labtools loop under ``name``, replacing an old one."""
+    name = name or default_name(app)
 
-    async def start() -> Any:
-        return await module.start(host=host, port=port, **options)
+    async def make() -> Server:
+        return await start(build(app, **options), host, port)
 
-    server = await runtime.register(name, start)
-    return ServerHandle(name, server)
+    return ServerHandle(name, await runtime.register(name, make))
 
 
-def serve(app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any) -> ServerHandle:
-    """Start lesson server ``app`` on the labtools loop (replacing one of the same ``name``)."""
+def serve(
+    app: str | Callable[..., Server] | Server,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **options: Any,
+) -> ServerHandle:
+    """Start ``app`` (a lesson app's name, a build function or a server) on the labtools loop.
+
+    A server of the same ``name`` (by default the app's) is stopped first, so re-running the
+    cell replaces it.
+    """
     return runtime.run(astart(app, name=name, host=host, port=port, **options))
 
 
 async def aserve(
-    app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, **options: Any
+    app: str | Callable[..., Server] | Server,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **options: Any,
 ) -> ServerHandle:
     """``serve`` for top-level ``await``."""
     return await runtime.arun(astart(app, name=name, host=host, port=port, **options))

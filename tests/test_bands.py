@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 import labtools as lt
-from labtools import runtime
 from labtools.apps import bands
 from labtools.events import AckError, EventClient
 from labtools.exercises import get
+from labtools.sim import voters
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_rename_to_an_empty_name_keeps_the_old_one(server: lt.ServerHandle) -> N
 
 def test_concurrent_votes_are_all_counted() -> None:
     handle = lt.serve("bands", name="test-bands-crowd")
-    sent = lt.run(bands.vote_crowd(handle.url, voters=25, votes_each=40, seed=3), timeout=30)
-    counted = runtime.call(lambda: {b.id: b.votes for b in handle.server.state.bands.values()})
+    sent = lt.run(voters.vote_crowd(handle.url, voters=25, votes_each=40, seed=3), timeout=30)
+    counted = handle.read(lambda board: {b.id: b.votes for b in board.bands.values()})
     assert counted == sent and sum(counted.values()) == 25 * 40
 
 

@@ -66,7 +66,7 @@ def test_the_page_reconnects_and_catches_up(browser, tmp_path) -> None:
     page = context.new_page()
     try:
         sign_up(page, chat.url, "Ana")
-        from labtools.chat_clients import ChatUser
+        from labtools.sim.chat_users import ChatUser
 
         pedro = ChatUser("Pedro")
         labtools.run(pedro.sign_up(chat.url))

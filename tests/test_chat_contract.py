@@ -14,8 +14,8 @@ import jwt
 import pytest
 
 import labtools
-from labtools.chat_clients import ChatUser
 from labtools.events import AckError, EventClient
+from labtools.sim.chat_users import ChatUser
 
 run = labtools.run
 

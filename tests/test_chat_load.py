@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import labtools
-from labtools.chat_clients import run_pairs
+from labtools.sim.chat_users import run_pairs
 
 
 def test_fifty_pairs_at_once(tmp_path) -> None:

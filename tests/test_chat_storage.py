@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import labtools
-from labtools.chat_clients import ChatUser, run_pairs
 from labtools.events import EventClient
+from labtools.sim.chat_users import ChatUser, run_pairs
 
 run = labtools.run
 ROOT = Path(__file__).parent.parent

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from labtools import codec
-from labtools.codec import (
+from labtools.handmade import codec
+from labtools.handmade.codec import (
     CloseCode,
     Frame,
     FrameDecoder,

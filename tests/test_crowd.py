@@ -7,8 +7,11 @@ from typing import ClassVar
 import pytest
 
 import labtools as lt
-from labtools import crowd as crowds
-from labtools.metrics import Traffic
+from labtools.measure.metrics import Traffic
+from labtools.sim import crowd as crowds
+from labtools.sim.conversation import Conversation
+from labtools.sim.cost import polling_cost
+from labtools.sim.users import ClientSpec, CrowdClient
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +75,9 @@ def test_modes_are_pluggable(server: lt.ServerHandle) -> None:
     class Echo:
         """A fake transport that delivers every message to its recipient directly."""
 
-        registry: ClassVar[dict[str, crowds.ClientSpec]] = {}
+        registry: ClassVar[dict[str, ClientSpec]] = {}
 
-        def __init__(self, spec: crowds.ClientSpec) -> None:
+        def __init__(self, spec: ClientSpec) -> None:
             self.spec = spec
             self.traffic = Traffic()
 
@@ -90,11 +93,11 @@ def test_modes_are_pluggable(server: lt.ServerHandle) -> None:
         async def aclose(self) -> None:
             pass
 
-    crowds.register_mode("echo-test", Echo)
+    crowds.MODES["echo-test"] = Echo
     try:
         result = crowds.run_crowd(server, users=4, mode="echo-test", rate=20, duration=0.5, seed=1)
         assert result.sent > 0 and result.lost == 0 and result.requests == result.sent
-        assert isinstance(Echo(crowds.ClientSpec("", "x", print, print)), crowds.CrowdClient)
+        assert isinstance(Echo(ClientSpec("", "x", print, print)), CrowdClient)
     finally:
         del crowds.MODES["echo-test"]
     with pytest.raises(ValueError, match="unknown mode"):
@@ -113,7 +116,7 @@ def test_arun_crowd_from_another_loop(server: lt.ServerHandle) -> None:
 
 
 def test_conversation_traces_the_story(server: lt.ServerHandle) -> None:
-    conversation = crowds.Conversation(server, interval=0.3)
+    conversation = Conversation(server, interval=0.3)
     trace = conversation.play([(0.1, "Pedro", "Ana", "Hola Ana"), (0.5, "Ana", "Pedro", "Hola Pedro")], until=1.2)
     assert [m["text"] for m in conversation.received("Ana")] == ["Hola Ana"]
     assert [m["text"] for m in conversation.received("Pedro")] == ["Hola Pedro"]
@@ -123,13 +126,13 @@ def test_conversation_traces_the_story(server: lt.ServerHandle) -> None:
     assert "[] no new messages" in labels and "POST /messages 'Hola Ana'" in labels
     assert any(e.src == "server" and e.dst == "Ana" and "Hola Ana" in e.label for e in trace.events())
     # Re-running the story on the same server starts from what is stored now.
-    again = crowds.Conversation(server, interval=0.3)
+    again = Conversation(server, interval=0.3)
     again.play([], until=0.4)
     assert again.received("Ana") == []
 
 
 def test_cost_model() -> None:
-    row = crowds.polling_cost(10**7, 2.0, 300)
+    row = polling_cost(10**7, 2.0, 300)
     assert row["requests/s"] == 5_000_000
     assert row["bytes/s"] == 1.5e9
     assert row["mean latency s"] == 1.0

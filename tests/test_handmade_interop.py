@@ -1,6 +1,6 @@
 """The hand-made WebSocket speaks the real protocol, both ways, over loopback sockets.
 
-* the hand-made client (``labtools.handmade.connect``) against a ``websockets`` echo server;
+* the hand-made client (``labtools.handmade.connection.connect``) against a ``websockets`` echo server;
 * a ``websockets`` client against the hand-made server (``HandmadeServer``).
 
 Servers run on the labtools loop, registered by name, as in the notebook.
@@ -17,8 +17,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosedError
 
-from labtools import codec, handmade, handshake, runtime
-from labtools.codec import Message, Opcode
+from labtools import runtime
+from labtools.handmade import codec, handshake
+from labtools.handmade.codec import Message, Opcode
+from labtools.handmade.connection import Connection, connect
+from labtools.handmade.server import HandmadeServer, WebsocketsEcho
 from labtools.serving import ServerHandle, serve
 
 MESSAGES: list[str | bytes] = [
@@ -43,14 +46,14 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
 
 @pytest.fixture(scope="module")
 def websockets_server() -> Iterator[ServerHandle]:
-    server = handmade.serve_websockets_echo(name="test-websockets-echo")
+    server = serve(WebsocketsEcho(), name="test-websockets-echo")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def handmade_server() -> Iterator[ServerHandle]:
-    server = handmade.serve_handmade(name="test-handmade")
+    server = serve(HandmadeServer(), name="test-handmade")
     yield server
     server.stop()
 
@@ -65,7 +68,7 @@ def _kind(data: str | bytes) -> Opcode:
 @pytest.mark.parametrize("data", MESSAGES, ids=IDS)
 def test_handmade_client_to_websockets_server(websockets_server: ServerHandle, data: str | bytes) -> None:
     async def scenario() -> Message:
-        connection = await handmade.connect(websockets_server.ws_url)
+        connection = await connect(websockets_server.ws_url)
         try:
             await connection.send(data)
             return await connection.recv()
@@ -77,7 +80,7 @@ def test_handmade_client_to_websockets_server(websockets_server: ServerHandle, d
 
 def test_handmade_client_ping_pong_and_close(websockets_server: ServerHandle) -> None:
     async def scenario() -> tuple[Message, tuple[int, str], str]:
-        connection = await handmade.connect(websockets_server.ws_url)
+        connection = await connect(websockets_server.ws_url)
         await connection.ping(b"are you there?")
         pong = await connection.recv()
         closed = await connection.close(1000, "bye")
@@ -94,7 +97,7 @@ def test_handmade_client_counts_every_byte(websockets_server: ServerHandle) -> N
     payloads = ["hi", "x" * 200, "y" * 70_000]
 
     async def scenario() -> tuple[int, int, int, int]:
-        connection = await handmade.connect(websockets_server.ws_url)
+        connection = await connect(websockets_server.ws_url)
         after_handshake = connection.meter.bytes_out, connection.meter.bytes_in
         for text in payloads:
             await connection.send_text(text)
@@ -111,14 +114,14 @@ def test_handmade_client_counts_every_byte(websockets_server: ServerHandle) -> N
 
 
 def test_handmade_client_answers_pings_from_the_server(handmade_server: ServerHandle) -> None:
-    async def pinger(connection: handmade.Connection, message: Message) -> None:
+    async def pinger(connection: Connection, message: Message) -> None:
         await connection.send_frame(Opcode.PING, b"tick")
         await connection.send(message.data)
 
-    server = handmade.serve_handmade(name="test-pinger", handler=pinger)
+    server = serve(HandmadeServer(pinger), name="test-pinger")
 
     async def scenario() -> tuple[Message, int]:
-        connection = await handmade.connect(server.ws_url)
+        connection = await connect(server.ws_url)
         await connection.send_text("hi")
         reply = await connection.recv()  # the ping was answered on the way, not returned
         await connection.close()
@@ -134,7 +137,7 @@ def test_handmade_client_refuses_a_plain_http_server() -> None:
     polling = serve("polling", name="test-polling")
     try:
         with pytest.raises(handshake.HandshakeError, match="not 101"):
-            run(handmade.connect(polling.ws_url + "messages?user=ana"))
+            run(connect(polling.ws_url + "messages?user=ana"))
     finally:
         polling.stop()
 
@@ -173,10 +176,10 @@ def test_websockets_client_offers_compression_and_gets_none(handmade_server: Ser
 
 
 def test_handmade_server_closes_with_a_code_of_its_own() -> None:
-    async def closer(connection: handmade.Connection, message: Message) -> None:
+    async def closer(connection: Connection, message: Message) -> None:
         await connection.send_close(4000, "as you wish")
 
-    server = handmade.serve_handmade(name="test-closer", handler=closer)
+    server = serve(HandmadeServer(closer), name="test-closer")
 
     async def scenario() -> tuple[int | None, str | None]:
         async with websockets_connect(server.ws_url) as websocket:
@@ -238,10 +241,10 @@ def test_handmade_server_reads_the_first_frame_sent_with_the_request(handmade_se
 
 
 def test_handmade_client_to_handmade_server_and_traffic() -> None:
-    server = handmade.serve_handmade(name="test-traffic")
+    server = serve(HandmadeServer(), name="test-traffic")
 
-    async def scenario() -> handmade.Connection:
-        connection = await handmade.connect(server.ws_url)
+    async def scenario() -> Connection:
+        connection = await connect(server.ws_url)
         for i in range(5):
             await connection.send_text(f"message {i}")
             assert await connection.recv() == Message(Opcode.TEXT, f"message {i}")
@@ -267,7 +270,7 @@ def test_handmade_client_to_handmade_server_and_traffic() -> None:
 
 
 def test_stopping_the_server_says_going_away_to_open_clients() -> None:
-    server = handmade.serve_handmade(name="test-stop")
+    server = serve(HandmadeServer(), name="test-stop")
 
     async def open_client() -> ClientConnection:
         return await websockets_connect(server.ws_url)
@@ -286,14 +289,14 @@ def test_stopping_the_server_says_going_away_to_open_clients() -> None:
 
 
 def test_registering_again_replaces_the_server() -> None:
-    first = handmade.serve_handmade(name="test-replace")
-    second = handmade.serve_handmade(name="test-replace", port=0)
+    first = serve(HandmadeServer(), name="test-replace")
+    second = serve(HandmadeServer(), name="test-replace", port=0)
     assert runtime.services()["test-replace"] is second.server
     with pytest.raises(OSError):
         run(asyncio.open_connection("127.0.0.1", first.port))
     second.stop()
-    ws_first = handmade.serve_websockets_echo(name="test-replace-ws")
-    ws_second = handmade.serve_websockets_echo(name="test-replace-ws")
+    ws_first = serve(WebsocketsEcho(), name="test-replace-ws")
+    ws_second = serve(WebsocketsEcho(), name="test-replace-ws")
     with pytest.raises(OSError):
         run(asyncio.open_connection("127.0.0.1", ws_first.port))
     ws_second.stop()

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from labtools import handshake
-from labtools.handshake import HandshakeError
+from labtools.handmade import handshake
+from labtools.handmade.handshake import HandshakeError
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3 ("the sample nonce")
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import labtools as lt
-from labtools.apps import map as live_map
 from labtools.events import AckError, EventClient
 from labtools.exercises import get
+from labtools.sim import markers
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_bad_marker_is_invalid_data_and_changes_nothing(server: lt.ServerHandle,
             good = {"id": "ok", "lng": 180, "lat": -90}  # the edges are valid
             await sender.emit(event, good)
             assert await watcher.wait_for(event) == good, "the first thing the watcher sees is the good marker"
-            assert server.server.state == {"ok": good} and not watcher.errors
+            assert server.read(lambda markers: markers.as_dict()) == {"ok": good} and not watcher.errors
         finally:
             await asyncio.gather(sender.aclose(), watcher.aclose())
 
@@ -92,12 +92,12 @@ def test_bad_marker_is_invalid_data_and_changes_nothing(server: lt.ServerHandle,
 
 
 def test_throttled_drag_sends_fewer_updates_and_ends_in_place(server: lt.ServerHandle) -> None:
-    path = live_map.circle((0, 0), 20, 1.0)
+    path = markers.circle((0, 0), 20, 1.0)
 
     async def scenario(throttle_s: float) -> tuple[list, list]:
         dragger, watcher = await asyncio.gather(EventClient.connect(server.url), EventClient.connect(server.url))
         try:
-            sent = await live_map.drag(dragger, "d", path, seconds=0.5, input_hz=120, throttle_s=throttle_s)
+            sent = await markers.drag(dragger, "d", path, seconds=0.5, input_hz=120, throttle_s=throttle_s)
             final = {"id": "d", "lng": round(sent[-1][1], 5), "lat": round(sent[-1][2], 5)}
             await watcher.wait_for("update-marker", where=lambda m: m == final)
             return sent, watcher.events("update-marker")
@@ -114,11 +114,11 @@ def test_throttled_drag_sends_fewer_updates_and_ends_in_place(server: lt.ServerH
 
 
 def test_lag_error_is_zero_for_a_perfect_watcher() -> None:
-    path = live_map.circle((10, 10), 5, 2.0)
+    path = markers.circle((10, 10), 5, 2.0)
     seen = [(k / 1000, *path(k / 1000)) for k in range(1001)]
-    assert live_map.lag_error(path, 0.0, seen, 1.0) < 0.02
+    assert markers.lag_error(path, 0.0, seen, 1.0) < 0.02
     stale = [(0.0, *path(0.0))]
-    assert live_map.lag_error(path, 0.0, stale, 1.0) > 3
+    assert markers.lag_error(path, 0.0, stale, 1.0) > 3
 
 
 @pytest.mark.parametrize("exercise_id", ["07.1", "07.2"])

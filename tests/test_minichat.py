@@ -84,10 +84,10 @@ def test_re_serving_replaces_the_server() -> None:
 
 
 def test_side_by_side_embeds_one_named_page_per_person(minichat: lt.ServerHandle) -> None:
-    from labtools import embed
+    from labtools import plots
 
-    html = embed.side_by_side(minichat, names=["Pedro", "Ana <3"]).data
+    html = plots.embed.side_by_side(minichat, names=["Pedro", "Ana <3"]).data
     assert html.count("<iframe") == 2
     assert f'src="{minichat.page_url()}?name=Pedro"' in html
     assert "name=Ana+%3C3" in html and "Ana &lt;3" in html  # escaped in the URL and in the caption
-    assert embed.page_src("http://x/", name="Ana") == "http://x/?name=Ana"
+    assert plots.embed.page_src("http://x/", name="Ana") == "http://x/?name=Ana"

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import pytest
 
 import labtools as lt
-from labtools.polling.client import HttpClient, HttpError, Poller, Response, SseParser
+from labtools.polling.client import HttpClient, HttpError, Response
+from labtools.polling.sse import SseParser
+from labtools.sim.http_users import Poller
 
 
 def serve_raw(answer: bytes, *, split: int = 0, close: bool = False) -> Callable[[], Response]:

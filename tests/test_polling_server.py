@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import labtools as lt
-from labtools.polling.client import HttpClient, LongPoller, Response, SseListener, send
+from labtools.polling.client import HttpClient, Response, send
+from labtools.sim.http_users import LongPoller, SseListener
 
 
 @pytest.fixture()

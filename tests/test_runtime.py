@@ -97,7 +97,7 @@ def test_calling_run_from_the_loop_thread_is_an_error() -> None:
 def test_a_script_serves_polls_and_exits_cleanly() -> None:
     script = (
         "import labtools as lt\n"
-        "from labtools.crowd import run_crowd\n"
+        "from labtools.sim.crowd import run_crowd\n"
         "server = lt.serve('polling')\n"
         "result = run_crowd(server, users=5, rate=5, duration=0.6, interval=0.2, seed=3)\n"
         "assert result.lost == 0, result\n"

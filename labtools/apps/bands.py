@@ -16,13 +16,11 @@ the same changes to a client-side copy and compare.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..events import Client, EventClient, EventServer
+from ..events import Client, EventServer
 from ..events.server import require
 
 INITIAL_BANDS = ("Metallica", "Héroes del Silencio", "Bon Jovi", "Breaking Benjamin")
@@ -45,9 +43,10 @@ class BandBoard:
         self.bands: dict[str, Band] = {}
         self.version = 0
         for name in names:
-            self._add(name)
+            self.add(name)
 
-    def _add(self, name: str) -> Band:
+    def add(self, name: str) -> Band:
+        """Add a band as given, with no delta: set-up only (clients go through ``create``)."""
         band_id = secrets.token_hex(4)
         while band_id in self.bands:
             band_id = secrets.token_hex(4)
@@ -89,7 +88,7 @@ class BandBoard:
         require(isinstance(data, dict), 'create-band takes {"name": STR}')
         name = clean_name(data.get("name"))
         require(len(self.bands) < MAX_BANDS, f"the list is full ({MAX_BANDS} bands)")
-        return self._delta("create", band=asdict(self._add(name)))
+        return self._delta("create", band=asdict(self.add(name)))
 
 
 def clean_name(name: Any) -> str:
@@ -110,10 +109,10 @@ def apply_delta(bands: list[dict[str, Any]], delta: dict[str, Any]) -> list[dict
     return [changed(b) if b["id"] == delta["id"] else b for b in bands]
 
 
-def build() -> EventServer:
-    server = EventServer("bands", page="bands")
-    board = BandBoard()
-    server.state = board  # type: ignore[attr-defined]  # for the lesson to look at
+def build(names: tuple[str, ...] = INITIAL_BANDS) -> EventServer[BandBoard]:
+    """The bands app on a board that starts with ``names`` (lesson 05 measures longer lists)."""
+    board = BandBoard(names)
+    server = EventServer("bands", board, page="bands")
 
     def publish(delta: dict[str, Any]) -> None:
         full = [c for c in server.clients.values() if DELTA_ROOM not in c.rooms]
@@ -150,117 +149,3 @@ def build() -> EventServer:
         return board.snapshot()
 
     return server
-
-
-async def start(host: str = "127.0.0.1", port: int = 0) -> EventServer:
-    server = build()
-    await server.start(host, port)
-    return server
-
-
-# ----- simulated clients ---------------------------------------------------------------------
-
-
-async def vote_crowd(
-    url: str, *, voters: int = 20, votes_each: int = 10, pace_s: float = 0.0, seed: int = 0
-) -> dict[str, int]:
-    """``voters`` clients, each on its own socket, vote ``votes_each`` times at random, all at once.
-
-    Returns how many votes each band id was sent, so a caller can check none was lost.
-    ``pace_s`` spaces each voter's votes (a crowd the chart can follow) instead of a burst.
-    """
-    rng = random.Random(seed)
-    clients = await asyncio.gather(*(EventClient.connect(url, name=f"voter-{i}") for i in range(voters)))
-    try:
-        bands = await clients[0].wait_for("band-list")
-        before = sum(band["votes"] for band in bands)
-        ids = [band["id"] for band in bands]
-        weights = [rng.uniform(0.5, 3) for _ in ids]
-        plans = [rng.choices(ids, weights, k=votes_each) for _ in clients]
-        sent: dict[str, int] = dict.fromkeys(ids, 0)
-        for plan in plans:
-            for band_id in plan:
-                sent[band_id] += 1
-
-        async def run(client: EventClient, plan: list[str]) -> None:
-            for band_id in plan:
-                await client.emit("vote-band", band_id)
-                if pace_s:
-                    await asyncio.sleep(pace_s * rng.uniform(0.5, 1.5))
-
-        await asyncio.gather(*(run(c, p) for c, p in zip(clients, plans, strict=True)))
-        # The last voter's own broadcast arrives after all its votes were counted.
-        total = before + sum(sent.values())
-        await clients[0].wait_for("band-list", where=lambda bs: sum(b["votes"] for b in bs) >= total, timeout=10)
-        return sent
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
-
-
-async def bytes_per_vote(sizes: list[int], votes: int = 20) -> list[dict[str, float]]:
-    """For each list size, the socket bytes one watcher receives per vote: full list vs delta.
-
-    Each size gets a fresh server (not registered: it only lives for the measurement), one
-    ``band-list`` watcher, one ``subscribe-deltas`` watcher and a voter.
-    """
-    rows = []
-    for size in sizes:
-        server = await start()
-        clients: list[EventClient] = []
-        try:
-            board: BandBoard = server.state  # type: ignore[attr-defined]
-            for k in range(size - len(board.bands)):
-                board._add(f"Band number {k + 1}")
-            full, delta, voter = clients[:] = await asyncio.gather(*(EventClient.connect(server.url) for _ in range(3)))
-            await delta.request("subscribe-deltas")
-            band_ids = [band["id"] for band in await full.wait_for("band-list")]
-            full_start, delta_start = full.traffic.total.bytes_in, delta.traffic.total.bytes_in
-            version = board.version + votes
-            for k in range(votes):
-                await voter.emit("vote-band", band_ids[k % len(band_ids)])
-            await delta.wait_for("band-delta", where=lambda d, v=version: d["v"] == v)
-            await full.wait_for("band-list", where=lambda bl, n=votes: sum(b["votes"] for b in bl) == n)
-            rows.append({
-                "bands": size,
-                "full_bytes": (full.traffic.total.bytes_in - full_start) / votes,
-                "delta_bytes": (delta.traffic.total.bytes_in - delta_start) / votes,
-            })
-        finally:
-            await asyncio.gather(*(c.aclose() for c in clients))
-            await server.aclose()
-    return rows
-
-
-async def record_streams(url: str, changes: int = 30, seed: int = 1) -> dict[str, Any]:
-    """Record what a full-list watcher and a delta watcher receive while a voter makes changes.
-
-    Returns ``{"start", "full", "deltas", "final"}``: the snapshot the delta watcher began from,
-    both streams (one entry per change) and the server's final list.
-    """
-    rng = random.Random(seed)
-    full, delta, voter = await asyncio.gather(*(EventClient.connect(url) for _ in range(3)))
-    try:
-        snapshot = await delta.request("subscribe-deltas")
-        await full.wait_for("band-list")
-        skip = len(full.events("band-list"))
-        ids = [band["id"] for band in snapshot["bands"]]
-        for k in range(changes):
-            if k % 10 == 5:
-                await voter.emit("create-band", {"name": f"New band {k}"})
-            else:
-                await voter.emit("vote-band", rng.choice(ids))
-        last = snapshot["version"] + changes
-        await delta.wait_for("band-delta", where=lambda d: d["v"] == last)
-        final = (await voter.request("get-band-list"))["bands"]
-        await full.wait_for("band-list", where=lambda bl: bl == final)
-        return {"start": snapshot["bands"], "full": full.events("band-list")[skip:],
-                "deltas": delta.events("band-delta"), "final": final}
-    finally:
-        await asyncio.gather(full.aclose(), delta.aclose(), voter.aclose())
-
-
-def votes_off(seen: list[dict[str, Any]], truth: list[dict[str, Any]]) -> int:
-    """How wrong a client's list is: votes off per band, plus whole bands missing or extra."""
-    mine = {b["id"]: b["votes"] for b in seen}
-    real = {b["id"]: b["votes"] for b in truth}
-    return sum(abs(mine.get(i, 0) - real.get(i, 0)) for i in mine.keys() | real.keys()) + len(mine.keys() ^ real.keys())

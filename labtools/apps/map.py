@@ -5,20 +5,14 @@ cost bandwidth and make the marker jitter under the pointer. So ``new-marker`` a
 ``update-marker`` go to every other client (``broadcast(..., exclude=client)``), and a newcomer
 gets the whole map once, as ``active-marker``, when it connects.
 
-The simulated dragger below moves a marker along a path at a pointer's event rate, with an
-optional throttle: lesson 07 measures messages per second against how far a watcher's view of
-the marker lags behind the true path.
+The simulated draggers of lesson 07 live in ``sim.markers``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
-from collections.abc import Callable
 from typing import Any
 
-from ..events import Client, EventClient, EventServer
+from ..events import Client, EventServer
 from ..events.server import require
 
 MAX_ID = 64
@@ -40,20 +34,35 @@ def marker_of(data: Any) -> dict[str, Any]:
     return {"id": marker_id, "lng": lng, "lat": lat}
 
 
-def build() -> EventServer:
-    server = EventServer("map", page="map")
-    markers: dict[str, dict[str, Any]] = {}
-    server.state = markers  # type: ignore[attr-defined]  # for the lesson to look at
+class MarkerMap:
+    """Every marker on the map by id, at most ``MAX_MARKERS`` of them."""
+
+    def __init__(self) -> None:
+        self.markers: dict[str, dict[str, Any]] = {}
+
+    def put(self, data: Any) -> dict[str, Any]:
+        """Validate ``data`` and place (or move) its marker; returns the marker as stored."""
+        marker = marker_of(data)
+        require(marker["id"] in self.markers or len(self.markers) < MAX_MARKERS,
+                f"the map is full ({MAX_MARKERS} markers)")
+        self.markers[marker["id"]] = marker
+        return marker
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The ``active-marker`` payload: ``{id: marker}``."""
+        return self.markers
+
+
+def build() -> EventServer[MarkerMap]:
+    markers = MarkerMap()
+    server = EventServer("map", markers, page="map")
 
     @server.connected
     def welcome(client: Client) -> None:
-        client.emit("active-marker", markers)
+        client.emit("active-marker", markers.as_dict())
 
     def put(event: str, client: Client, data: Any) -> None:
-        marker = marker_of(data)
-        require(marker["id"] in markers or len(markers) < MAX_MARKERS, f"the map is full ({MAX_MARKERS} markers)")
-        markers[marker["id"]] = marker
-        server.broadcast(event, marker, exclude=client)
+        server.broadcast(event, markers.put(data), exclude=client)
 
     @server.on("new-marker")
     def new_marker(client: Client, data: Any) -> None:
@@ -64,120 +73,3 @@ def build() -> EventServer:
         put("update-marker", client, data)
 
     return server
-
-
-async def start(host: str = "127.0.0.1", port: int = 0) -> EventServer:
-    server = build()
-    await server.start(host, port)
-    return server
-
-
-# ----- simulated clients ---------------------------------------------------------------------
-
-Path = Callable[[float], tuple[float, float]]
-
-
-def circle(center: tuple[float, float], radius: float, period_s: float) -> Path:
-    """A path ``t -> (lng, lat)``: a circle around ``center`` every ``period_s`` seconds."""
-
-    def at(t: float) -> tuple[float, float]:
-        angle = 2 * math.pi * t / period_s
-        return center[0] + radius * math.cos(angle), center[1] + radius * math.sin(angle)
-
-    return at
-
-
-async def drag(
-    client: EventClient, marker_id: str, path: Path, *, seconds: float, input_hz: float = 120,
-    throttle_s: float = 0.0,
-) -> list[tuple[float, float, float]]:
-    """Drag ``marker_id`` along ``path`` for ``seconds``, one pointer event every ``1/input_hz`` s.
-
-    With ``throttle_s`` at most one ``update-marker`` leaves per ``throttle_s`` (the latest
-    position wins, and the final position is always sent). Returns what was sent:
-    ``(t, lng, lat)`` with ``t`` in ``time.perf_counter`` seconds.
-    """
-    sent: list[tuple[float, float, float]] = []
-    start = time.perf_counter()
-    step = 1 / input_hz
-    # The throttle reads each pointer event's own timestamp (``tick * step``, like a browser's
-    # ``event.timeStamp``), so event-loop jitter cannot make it skip a frame.
-    last_sent = -math.inf
-    tick = 0
-    while (t := time.perf_counter() - start) < seconds:
-        if tick * step - last_sent >= throttle_s - 1e-9:
-            lng, lat = path(t)
-            await client.emit("update-marker", {"id": marker_id, "lng": round(lng, 5), "lat": round(lat, 5)})
-            sent.append((start + t, lng, lat))
-            last_sent = tick * step
-        tick += 1
-        await asyncio.sleep(max(0.0, start + tick * step - time.perf_counter()))
-    lng, lat = path(seconds)
-    await client.emit("update-marker", {"id": marker_id, "lng": round(lng, 5), "lat": round(lat, 5)})
-    sent.append((start + seconds, lng, lat))
-    return sent
-
-
-def lag_error(path: Path, start: float, seen: list[tuple[float, float, float]], seconds: float,
-              sample_hz: float = 200) -> float:
-    """Mean distance (degrees) between the true path and what a watcher shows, sampled in time.
-
-    The watcher shows the last position it received (``seen``: ``(t, lng, lat)``, perf_counter
-    times), so both the gaps between updates and their delivery delay count as error.
-    """
-    if not seen:
-        return math.nan
-    total, count, index = 0.0, 0, 0
-    for k in range(int(seconds * sample_hz)):
-        t = start + k / sample_hz
-        while index + 1 < len(seen) and seen[index + 1][0] <= t:
-            index += 1
-        if seen[index][0] > t:
-            continue
-        lng, lat = path(t - start)
-        total += math.hypot(seen[index][1] - lng, seen[index][2] - lat)
-        count += 1
-    return total / count if count else math.nan
-
-
-async def drag_session(
-    url: str, *, throttle_s: float, users: int = 3, seconds: float = 1.5, input_hz: float = 120
-) -> dict[str, Any]:
-    """``users`` simulated users each drag a marker around a circle at once; a watcher records.
-
-    Returns, per user, its path, the path's time origin, what it sent and what the watcher
-    received (``(t, lng, lat)`` in perf_counter seconds), for ``lag_error`` and plots.
-    """
-    paths = [circle((-120 + 120 * k, 20 - 20 * k), 25, period_s=seconds) for k in range(users)]
-    watcher = await EventClient.connect(url, name="watcher")
-    draggers = await asyncio.gather(*(EventClient.connect(url, name=f"user-{k}") for k in range(users)))
-    try:
-        await watcher.wait_for("active-marker")
-        start = time.perf_counter()
-        sent = await asyncio.gather(*(
-            drag(client, f"user-{k}", path, seconds=seconds, input_hz=input_hz, throttle_s=throttle_s)
-            for k, (client, path) in enumerate(zip(draggers, paths, strict=True))
-        ))
-        for k, moves in enumerate(sent):
-            last = {"id": f"user-{k}", "lng": round(moves[-1][1], 5), "lat": round(moves[-1][2], 5)}
-            await watcher.wait_for("update-marker", where=lambda m, last=last: m == last)
-        seen: list[list[tuple[float, float, float]]] = [[] for _ in range(users)]
-        for t, event, data in watcher.received:
-            if event == "update-marker" and t >= start:
-                seen[int(data["id"].removeprefix("user-"))].append((t, data["lng"], data["lat"]))
-        # Each drag's clock starts at its first move: the time origin of its path.
-        origins = [moves[0][0] for moves in sent]
-        return {"origins": origins, "paths": paths, "sent": sent, "seen": seen, "seconds": seconds}
-    finally:
-        await asyncio.gather(watcher.aclose(), *(c.aclose() for c in draggers))
-
-
-def session_summary(session: dict[str, Any]) -> dict[str, float]:
-    """Updates per second per dragging user, and the watcher's mean lag error in degrees."""
-    seconds = session["seconds"]
-    rates = [len(moves) / seconds for moves in session["sent"]]
-    errors = [
-        lag_error(path, origin, seen, seconds)
-        for path, origin, seen in zip(session["paths"], session["origins"], session["seen"], strict=True)
-    ]
-    return {"updates_per_s": sum(rates) / len(rates), "error_deg": sum(errors) / len(errors)}

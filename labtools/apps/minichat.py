@@ -34,9 +34,3 @@ def build() -> EventServer:
         server.broadcast("msg-from-server", reply)
 
     return server
-
-
-async def start(host: str = "127.0.0.1", port: int = 0) -> EventServer:
-    server = build()
-    await server.start(host, port)
-    return server

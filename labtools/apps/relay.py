@@ -48,9 +48,3 @@ def build() -> EventServer:
         return server.broadcast("message", {"from": user, "to": to, "text": text}, to=_room(to))
 
     return server
-
-
-async def start(host: str = "127.0.0.1", port: int = 0) -> EventServer:
-    server = build()
-    await server.start(host, port)
-    return server

@@ -19,7 +19,7 @@ import secrets
 from collections import deque
 from typing import Any
 
-from ..events import Client, EventClient, EventServer
+from ..events import Client, EventServer
 from ..events.server import require
 
 LAST_CALLS = 13
@@ -70,10 +70,9 @@ def desk_of(data: Any) -> tuple[str, str | int]:
     return agent.strip(), desktop.strip()
 
 
-def build(ack_delay: float = 0.0) -> EventServer:
-    server = EventServer("tickets", page="tickets")
+def build(ack_delay: float = 0.0) -> EventServer[TicketQueue]:
     queue = TicketQueue()
-    server.state = queue  # type: ignore[attr-defined]  # for the lesson to look at
+    server = EventServer("tickets", queue, page="tickets")
 
     async def answer(result: Any) -> Any:
         if ack_delay:
@@ -102,37 +101,3 @@ def build(ack_delay: float = 0.0) -> EventServer:
         return 200, "application/json", body
 
     return server
-
-
-async def start(host: str = "127.0.0.1", port: int = 0, ack_delay: float = 0.0) -> EventServer:
-    server = build(ack_delay)
-    await server.start(host, port)
-    return server
-
-
-# ----- simulated clients ---------------------------------------------------------------------
-
-
-async def desks_race(url: str, *, tickets: int = 200, desks: int = 20) -> dict[str, Any]:
-    """A kiosk takes ``tickets`` tickets; ``desks`` desks then call them all at once.
-
-    Returns the numbers issued and, per desk, the numbers it was given: every issued number
-    must appear exactly once across the desks.
-    """
-    # One kiosk per 100 tickets keeps each socket under the server's per-client rate limit.
-    kiosks = await asyncio.gather(*(EventClient.connect(url, name=f"kiosk-{k}") for k in range(tickets // 100 + 1)))
-    agents = await asyncio.gather(*(EventClient.connect(url, name=f"desk-{d}") for d in range(1, desks + 1)))
-    try:
-        taken = await asyncio.gather(*(kiosks[i % len(kiosks)].request("request-ticket") for i in range(tickets)))
-        issued = [t["number"] for t in taken]
-
-        async def work(desk: int, client: EventClient) -> list[int]:
-            got = []
-            while (ticket := await client.request("next-desktop-ticket", {"agent": f"agent {desk}", "desktop": desk})):
-                got.append(ticket["number"])
-            return got
-
-        calls = await asyncio.gather(*(work(d, c) for d, c in enumerate(agents, start=1)))
-        return {"issued": issued, "by_desk": {d: got for d, got in enumerate(calls, start=1)}}
-    finally:
-        await asyncio.gather(*(c.aclose() for c in [*kiosks, *agents]))

@@ -6,6 +6,10 @@ and can write a ``Trace`` for sequence diagrams. Acknowledged requests are await
 
     pedro = await EventClient.connect(url, name="pedro")
     ticket = await pedro.request("request-ticket")      # the acknowledgement's data
+
+Every incoming frame passes one public hook, ``intercept``: a function of the parsed frame that
+returns False to keep it from the client (a lossy link drops it; a fault injector may hold it
+and hand it over later, delayed, twice or out of order, with ``deliver``).
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ..metrics import Trace, Traffic
-from ..wire import ByteMeter, CountingTransport
+from ..measure.metrics import Trace, Traffic
+from ..measure.wire import ByteMeter, CountingTransport
 from .frames import EventError, encode_emit, parse_json
 
 
@@ -42,12 +47,17 @@ class _MeteredClientConnection(ClientConnection):
         super().data_received(data)
 
 
+#: ``intercept(frame) -> bool``: called with every parsed incoming frame; False keeps it back.
+Intercept = Callable[[Any], bool]
+
+
 class EventClient:
     """One connection to an event server, with emit, request (ack) and listeners."""
 
-    def __init__(self, name: str, trace: Trace | None = None) -> None:
+    def __init__(self, name: str, trace: Trace | None = None, *, intercept: Intercept | None = None) -> None:
         self.name = name
         self.trace = trace
+        self.intercept = intercept
         self.traffic = Traffic()
         self.received: list[tuple[float, str, Any]] = []
         self.errors: list[dict] = []
@@ -60,16 +70,37 @@ class EventClient:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str = "client", trace: Trace | None = None, **options: Any
+        cls,
+        url: str,
+        *,
+        name: str = "client",
+        trace: Trace | None = None,
+        intercept: Intercept | None = None,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> EventClient:
-        """Open the socket (``http://`` URLs are turned into ``ws://``)."""
-        client = cls(name, trace)
-        await client._open(url, **options)
+        """Open the socket (``http://`` URLs are turned into ``ws://``); see ``open``."""
+        client = cls(name, trace, intercept=intercept)
+        await client.open(url, query=query, headers=headers, **options)
         return client
 
-    async def _open(self, url: str, **options: Any) -> None:
+    async def open(
+        self,
+        url: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        """Open the socket: ``query`` goes into the upgrade's URL, ``headers`` into its request
+        (``Origin``, for one); other ``options`` go to ``websockets.connect``."""
         if url.startswith("http"):
             url = "ws" + url.removeprefix("http")
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        if headers:
+            options["additional_headers"] = dict(headers)
         total = self.traffic.total
 
         def count_in(n: int) -> None:
@@ -152,7 +183,9 @@ class EventClient:
     async def _read(self) -> None:
         try:
             async for message in self.connection:
-                self._receive(message)
+                frame = parse_json(message if isinstance(message, str) else message.decode())
+                if self.intercept is None or self.intercept(frame):
+                    self.deliver(frame)
         except ConnectionClosed:
             pass
         finally:
@@ -164,9 +197,9 @@ class EventClient:
                 if not future.done():
                     future.set_exception(closed)
 
-    def _receive(self, message: str | bytes) -> None:
+    def deliver(self, frame: Any) -> None:
+        """Hand one parsed frame to the client: settle its request, or record and dispatch its event."""
         now = time.perf_counter()
-        frame = parse_json(message if isinstance(message, str) else message.decode())
         if "ack" in frame:
             future = self._pending.get(frame["ack"])
             if future is not None and not future.done():

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -36,8 +36,8 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ..metrics import Trace, Traffic
-from ..wire import ByteMeter, CountingTransport
+from ..measure.metrics import Trace, Traffic
+from ..measure.wire import ByteMeter, CountingTransport
 from .frames import (
     Emit,
     EventError,
@@ -54,6 +54,8 @@ OPEN = State.OPEN
 KEEPALIVE = 20.0
 
 Handler = Callable[["Client", Any], Any]
+#: The type of an app's state: a small class of its own, kept apart from I/O (``BandBoard``...).
+S = TypeVar("S")
 HttpRoute = Callable[[Request], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
 
 CONTENT_TYPES = {
@@ -169,12 +171,17 @@ def _static(path: str) -> bytes:
     return resources.files("labtools").joinpath("static", path).read_bytes()
 
 
-class EventServer:
-    """A WebSocket server speaking PROTOCOL.md's frames, with handlers by event name."""
+class EventServer(Generic[S]):
+    """A WebSocket server speaking PROTOCOL.md's frames, with handlers by event name.
+
+    ``state`` is the app's own state (``EventServer[BandBoard]``): the declared place where an
+    app keeps it, for handlers to change and for a cell to read through ``ServerHandle.read``.
+    """
 
     def __init__(
         self,
         name: str,
+        state: S = None,  # type: ignore[assignment]
         *,
         page: str | None = None,
         rate_limit: tuple[float, float] = (200, 100),
@@ -187,6 +194,7 @@ class EventServer:
         ``rate-limited`` errors. ``keepalive``: seconds between pings (None: no pings).
         """
         self.name = name
+        self.state: S = state
         self.page = page
         self.rate_limit = rate_limit
         self.trace = trace

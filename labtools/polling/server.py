@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from ..metered_http import MeteredSite, metering_middleware
-from ..metrics import Traffic
+from ..measure.metered_http import MeteredSite, metering_middleware
+from ..measure.metrics import Traffic
 from .store import MessageStore
 
 MAX_BODY = 64 * 1024
@@ -187,7 +187,6 @@ class PollingServer(MeteredSite):
         self.store = self.app[STORE]
 
 
-async def start(host: str = "127.0.0.1", port: int = 0, users: Iterable[str] = ()) -> PollingServer:
-    server = PollingServer(users)
-    await server.start(host, port)
-    return server
+def build(users: Iterable[str] = ()) -> PollingServer:
+    """The REST chat, not started; ``users`` restricts who may send and receive (empty: anyone)."""
+    return PollingServer(users)

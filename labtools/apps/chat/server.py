@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 from ...events import Client, EventError, EventServer
 from ...events.server import require
-from ...metrics import Trace
+from ...measure.metrics import Trace
 from .accounts import SECRET_ENV, TOKEN_TTL_S, Accounts, load_secret
 from .store import EmailTaken, Store
 
@@ -242,9 +242,7 @@ class ChatServer:
         return await self.store.history(me, other, after=after)
 
 
-async def start(
-    host: str = "127.0.0.1",
-    port: int = 0,
+def build(
     db: str | None = None,
     *,
     secret: str | None = None,
@@ -252,7 +250,7 @@ async def start(
     fast_hashing: bool = False,
     trace: Trace | None = None,
 ) -> ChatServer:
-    """Start the chat on ``db`` (a temporary database when None, deleted at ``aclose``).
+    """The chat on ``db`` (a temporary database when None, deleted at ``aclose``), not started.
 
     The token secret is ``secret``, else ``$LABTOOLS_CHAT_SECRET``, else one generated and kept
     in ``DB.secret`` beside the database (so tokens outlive a restart, and each install has
@@ -267,12 +265,6 @@ async def start(
     else:
         secret_path = Path(db + ".secret")
     secret = secret or os.environ.get(SECRET_ENV) or load_secret(secret_path)
-    server = ChatServer(
+    return ChatServer(
         Store(db), Accounts(secret, token_ttl=token_ttl, fast_hashing=fast_hashing), trace=trace, temporary=temporary
     )
-    try:
-        await server.start(host, port)
-    except BaseException:
-        await server.aclose()
-        raise
-    return server

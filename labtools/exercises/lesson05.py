@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from ..exercises import exercise
+from .registry import exercise
 
 START = [
     {"id": "a1", "name": "Metallica", "votes": 2},

@@ -23,14 +23,14 @@ from typing import Any
 
 # The modules that register exercises, one per lesson; imported on first use.
 LESSON_MODULES = [
-    "labtools.solutions.lesson01",
-    "labtools.solutions.lesson02",
-    "labtools.solutions.lesson03",
-    "labtools.solutions.lesson04",
-    "labtools.solutions.lesson05",
-    "labtools.solutions.lesson06",
-    "labtools.solutions.lesson07",
-    "labtools.solutions.lesson08",
+    "labtools.exercises.lesson01",
+    "labtools.exercises.lesson02",
+    "labtools.exercises.lesson03",
+    "labtools.exercises.lesson04",
+    "labtools.exercises.lesson05",
+    "labtools.exercises.lesson06",
+    "labtools.exercises.lesson07",
+    "labtools.exercises.lesson08",
 ]
 
 

@@ -1,10 +1,10 @@
 """Simulated chat users for lesson 08, the tests and the benchmark.
 
-``ChatUser`` is what a browser tab does, in Python: sign up or log in, open the socket with
-``?token=``, send private messages with a ``clientId`` and retry on a lost acknowledgement,
-and catch up with ``history``/``after`` after being offline. ``UnreliableClient`` is the
-"unreliable network": it drops a chosen share of the acknowledgements it receives, which is
-exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
+``ChatUser`` is what a browser tab does, in Python: sign up or log in, authenticate the socket
+with the ``auth`` event, send private messages with a ``clientId`` and retry on a lost
+acknowledgement, and catch up with ``history``/``after`` after being offline. ``LossyLink`` is
+the "unreliable network": it drops a chosen share of the acknowledgements a socket receives,
+which is exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
 pairs of users to work at once and checks what arrived.
 """
 
@@ -17,36 +17,33 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-from .events import AckError, EventClient
-from .events.frames import parse_json
-from .metrics import LatencyLog, Trace
+from ..events import AckError, EventClient
+from ..measure.metrics import LatencyLog, Trace
 
 
-class UnreliableClient(EventClient):
-    """An ``EventClient`` whose network loses a share ``drop_acks`` of the acknowledgements.
+class LossyLink:
+    """The "unreliable network": loses a share ``drop_acks`` of the acknowledgements a client receives.
 
-    The messages themselves still arrive at the server and are stored; only the answer is lost,
-    so the sender cannot tell "stored" from "never arrived" and must retry.
+    It is the client's ``intercept`` hook. The messages themselves still arrive at the server
+    and are stored; only the answer is lost, so the sender cannot tell "stored" from "never
+    arrived" and must retry.
     """
 
     def __init__(self, name: str, trace: Trace | None = None, *, seed: int = 0) -> None:
-        super().__init__(name, trace)
+        self.name = name
+        self.trace = trace
         self.drop_acks = 0.0  # ChatUser turns the loss on once signed in: the lesson is about messages
         self.dropped = 0
-        self._random = random.Random(seed)
+        self.random = random.Random(seed)
 
-    def _receive(self, message: str | bytes) -> None:
-        # Works at the one place every frame passes; the event layer has no hook for lossy links.
-        if self.drop_acks > 0:
-            frame = parse_json(message if isinstance(message, str) else message.decode())
-            if isinstance(frame, dict) and "ack" in frame and self._random.random() < self.drop_acks:
-                self.dropped += 1
-                if self.trace is not None:
-                    self.trace.record("server", self.name, "ack (lost)")
-                return
-        super()._receive(message)
+    def __call__(self, frame: Any) -> bool:
+        if self.drop_acks > 0 and isinstance(frame, dict) and "ack" in frame and self.random.random() < self.drop_acks:
+            self.dropped += 1
+            if self.trace is not None:
+                self.trace.record("server", self.name, "ack (lost)")
+            return False
+        return True
 
 
 class ChatUser:
@@ -70,33 +67,34 @@ class ChatUser:
         self.seed = seed
         self.uid = ""
         self.token = ""
-        self.client: UnreliableClient | None = None
+        self.link = LossyLink(name, trace, seed=seed)
+        self.client: EventClient | None = None
         self.inbox: list[tuple[float, dict[str, Any]]] = []  # (perf_counter, message) of every delivery
         self.retries = 0
         self.user_lists: list[list[dict[str, Any]]] = []
 
     # ----- the socket ---------------------------------------------------------------------
 
-    async def _open(self, url: str, query: str = "") -> UnreliableClient:
+    async def open_socket(self, url: str) -> EventClient:
+        """A new socket (closing the old one), behind this user's lossy link (off until signed in)."""
         await self.disconnect()
-        if url.startswith("http"):
-            url = "ws" + url.removeprefix("http")
-        client = UnreliableClient(self.name, self.trace, seed=self.seed)
+        self.link.drop_acks = 0.0
+        client = EventClient(self.name, self.trace, intercept=self.link)
         client.on("personal-message", lambda message: self.inbox.append((time.perf_counter(), message)))
         client.on("user-list", self.user_lists.append)
-        await client._open(url + (f"?{query}" if query else ""))
+        await client.open(url)
         self.client = client
         return client
 
     async def sign_up(self, url: str) -> ChatUser:
         """Sign up on a fresh socket, then authenticate that socket with the token (as the page does)."""
-        client = await self._open(url)
+        client = await self.open_socket(url)
         account = await client.request("sign-up", {"name": self.name, "email": self.email, "password": self.password})
         await self._authenticate(client, account)
         return self
 
     async def log_in(self, url: str) -> ChatUser:
-        client = await self._open(url)
+        client = await self.open_socket(url)
         account = await client.request("login", {"email": self.email, "password": self.password})
         await self._authenticate(client, account)
         return self
@@ -114,15 +112,18 @@ class ChatUser:
         self.uid, self.token = account["user"]["uid"], account["token"]
         await client.request("auth", {"token": self.token})
         await client.wait_for("user-list")
-        client.drop_acks = self.drop_acks
+        self.link.drop_acks = self.drop_acks
 
     async def connect(self, url: str) -> ChatUser:
-        """Reconnect with the token in the URL, the way a browser does (no headers on a WebSocket)."""
-        if self.trace is not None:
-            self.trace.record(self.name, "server", "connect ?token=")
-        client = await self._open(url, "token=" + quote(self.token))
-        await client.next("user-list")
-        client.drop_acks = self.drop_acks
+        """Reconnect and authenticate the new socket with the token, as the page does after a reload.
+
+        The token goes in an ``auth`` event, not in the URL (``?token=`` still works, but URLs
+        end up in logs).
+        """
+        client = await self.open_socket(url)
+        await client.request("auth", {"token": self.token})
+        await client.wait_for("user-list")
+        self.link.drop_acks = self.drop_acks
         return self
 
     async def disconnect(self) -> None:
@@ -131,7 +132,7 @@ class ChatUser:
             await client.aclose()
 
     @property
-    def socket(self) -> UnreliableClient:
+    def socket(self) -> EventClient:
         if self.client is None:
             raise RuntimeError(f"{self.name} is offline")
         return self.client
@@ -301,7 +302,7 @@ async def run_pairs(
             for t, m in got:
                 result.latency.add(t - started_at[m["clientId"]])
             result.retries += sender.retries
-            result.acks_dropped += sender.socket.dropped
+            result.acks_dropped += sender.link.dropped
     await asyncio.gather(*(user.disconnect() for couple in couples for user in couple))
     return result
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..exercises import exercise
+from .registry import exercise
 
 
 def check_quiet_long_polls(answer: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .metrics import Trace, percentile
+from ..measure.metrics import Trace, percentile
 
 USEFUL = "#2b8cbe"
 EMPTY = "#d9d9d9"

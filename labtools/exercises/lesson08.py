@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..exercises import exercise
+from .registry import exercise
 
 
 def _check_duplicates(answer: Any) -> None:

@@ -1,9 +1,8 @@
 """The ``"websocket"`` crowd mode: lesson 04 runs lessons 01-03's chat workload over WebSockets.
 
-Importing this module registers the mode with ``crowd.register_mode``, so that
 ``run_crowd(relay, mode="websocket", ...)`` drives the same Poisson schedule of private messages
 as ``"poll"``, ``"long-poll"`` and ``"sse"``, against ``apps.relay`` (start it with
-``serve_relay()``). Each simulated user is an ``EventClient``: one connection, opened once; the
+``lt.serve("relay")``). Each simulated user is an ``EventClient``: one connection, opened once; the
 server pushes each message the moment it arrives.
 
 What counts as a request here: the WebSocket upgrade and each frame the user sends (``join``,
@@ -14,15 +13,10 @@ which is the point of the lesson. Bytes are counted at the socket, as for the HT
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from . import runtime
-from .crowd import ClientSpec, register_mode
-from .events import AckError, EventClient
-from .metrics import Traffic
-from .serving import ServerHandle
-
-MODE = "websocket"
+from ..events import AckError, EventClient
+from ..measure.metrics import Traffic
+from .users import ClientSpec
 
 
 class WebSocketUser:
@@ -71,21 +65,3 @@ class WebSocketUser:
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
-
-
-register_mode(MODE, WebSocketUser)
-
-
-async def astart_relay(name: str = "relay", **options: Any) -> ServerHandle:
-    """Start ``apps.relay`` on the running labtools loop under ``name`` (replacing an old one)."""
-    from .apps import relay
-
-    async def start() -> Any:
-        return await relay.start(**options)
-
-    return ServerHandle(name, await runtime.register(name, start))
-
-
-def serve_relay(name: str = "relay", **options: Any) -> ServerHandle:
-    """The relay server for ``mode="websocket"`` crowds (re-running the cell replaces it)."""
-    return runtime.run(astart_relay(name, **options))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import runtime, serving
-from ..exercises import exercise
+from .registry import exercise
 
 
 def check_needs_ack(answer: Any) -> None:

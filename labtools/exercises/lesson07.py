@@ -6,7 +6,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
-from ..exercises import exercise
+from .registry import exercise
 
 
 def check_valid_marker(answer: Any) -> None:

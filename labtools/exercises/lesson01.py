@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..exercises import exercise
+from .registry import exercise
 
 
 def check_requests_per_second(answer: Any) -> None:

@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from .. import codec, handshake
-from ..exercises import exercise
+from ..handmade import codec, handshake
+from .registry import exercise
 
 # RFC 6455 §1.2's other example key (the lesson used §1.3's "the sample nonce").
 KEY = "x3JJHMbDL1EzLkh9GBhXDw=="

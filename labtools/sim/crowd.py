@@ -1,4 +1,4 @@
-"""Crowds of simulated users, and the two-person story of lesson 01.
+"""Crowds of simulated users.
 
 ``run_crowd(server, users=1000, mode="poll", interval=1.0, rate=5, duration=5, seed=1)`` starts
 one simulated user per name, lets them send messages to each other (Poisson arrivals at ``rate``
@@ -6,9 +6,8 @@ messages per second, repeatable from ``seed``), keeps them listening in ``mode``
 ``duration`` seconds, drains until every message sent has arrived (or a bounded grace passed),
 and returns a ``CrowdResult``: plain data for the cell to print and plot.
 
-Modes are pluggable: ``MODES`` maps a name to a factory ``(ClientSpec) -> CrowdClient``. The
-polling lessons register ``"poll"``, ``"long-poll"`` and ``"sse"``; a later lesson adds
-``"websocket"`` with ``register_mode`` without touching this file.
+``MODES`` maps a mode's name to the factory of its users: ``"poll"``, ``"long-poll"`` and
+``"sse"`` (``http_users``) and ``"websocket"`` (``ws_users``, against ``apps.relay``).
 """
 
 from __future__ import annotations
@@ -19,113 +18,22 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from . import runtime
-from .metrics import LatencyLog, Trace, Traffic
-from .polling.client import HttpClient, HttpError, LongPoller, Poller, SseListener, _Receiver, send
+from .. import runtime
+from ..measure.metrics import LatencyLog, Traffic
+from ..polling.client import HttpClient
+from .http_users import long_poll_user, poll_user, sse_user
+from .users import ClientFactory, ClientSpec
+from .ws_users import WebSocketUser
 
-
-@dataclass
-class ClientSpec:
-    """Everything a mode's factory needs to build one simulated user."""
-
-    url: str
-    user: str
-    on_message: Callable[[dict, float], None]
-    """Call with each message delivered (a dict with at least ``text``) and ``perf_counter()``."""
-    on_answer: Callable[[float, int, float], None]
-    """Call per answer: ``(perf_counter() at the request, messages in it, seconds it took)``."""
-    interval: float = 1.0
-    wait: float = 20.0
-    phase: float = 0.0
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class CrowdClient(Protocol):
-    """One simulated user, whatever the transport."""
-
-    traffic: Traffic
-
-    async def start(self) -> None:
-        """Begin listening; return once the user is ready to receive."""
-
-    async def send(self, to: str, text: str) -> None:
-        """Send ``text`` to user ``to``."""
-
-    async def aclose(self) -> None:
-        """Stop and close every socket (idempotent)."""
-
-
-ClientFactory = Callable[[ClientSpec], CrowdClient]
-MODES: dict[str, ClientFactory] = {}
-
-
-def register_mode(name: str, factory: ClientFactory) -> None:
-    """Make ``run_crowd(..., mode=name)`` build its users with ``factory``."""
-    MODES[name] = factory
-
-
-class HttpUser:
-    """A user of the REST chat: a receiver (poll, long poll or SSE) and a sending connection.
-
-    Sending uses a second keep-alive connection, opened on first use, as a browser does while
-    a long poll or a stream holds the first one. Both count into the same ``traffic``.
-    """
-
-    def __init__(self, spec: ClientSpec, receiver: _Receiver) -> None:
-        self.user = spec.user
-        self.url = spec.url
-        self.receiver = receiver
-        self.traffic = receiver.traffic
-        self._sender: HttpClient | None = None
-
-    @property
-    def in_flight(self) -> int:
-        return self.receiver.in_flight
-
-    @property
-    def errors(self) -> int:
-        return self.receiver.errors + (self._sender.errors if self._sender else 0)
-
-    async def start(self) -> None:
-        await self.receiver.start()
-
-    async def send(self, to: str, text: str) -> None:
-        if self._sender is None:
-            self._sender = HttpClient(self.url, self.traffic)
-        try:
-            await send(self._sender, self.user, to, text)
-        except (OSError, HttpError):
-            self._sender.errors += 1
-
-    async def aclose(self) -> None:
-        await self.receiver.aclose()
-        if self._sender is not None:
-            await self._sender.aclose()
-
-
-def _poll_user(spec: ClientSpec) -> HttpUser:
-    receiver = Poller(spec.url, spec.user, interval=spec.interval, phase=spec.phase,
-                      on_message=spec.on_message, on_answer=spec.on_answer)
-    return HttpUser(spec, receiver)
-
-
-def _long_poll_user(spec: ClientSpec) -> HttpUser:
-    receiver = LongPoller(spec.url, spec.user, wait=spec.wait, on_message=spec.on_message, on_answer=spec.on_answer)
-    return HttpUser(spec, receiver)
-
-
-def _sse_user(spec: ClientSpec) -> HttpUser:
-    return HttpUser(spec, SseListener(spec.url, spec.user, on_message=spec.on_message, on_answer=spec.on_answer))
-
-
-register_mode("poll", _poll_user)
-register_mode("long-poll", _long_poll_user)
-register_mode("sse", _sse_user)
+MODES: dict[str, ClientFactory] = {
+    "poll": poll_user,
+    "long-poll": long_poll_user,
+    "sse": sse_user,
+    "websocket": WebSocketUser,
+}
 
 
 def make_schedule(users: int, rate: float, duration: float, seed: int) -> list[tuple[float, int, int]]:
@@ -250,7 +158,7 @@ class CrowdResult:
                 f"sent={s['sent']} delivered={s['delivered']} lost={s['lost']}>")
 
 
-def _target(server_or_url: Any) -> tuple[str, Traffic | None]:
+def resolve(server_or_url: Any) -> tuple[str, Traffic | None]:
     """The URL to use, and the server's live ``Traffic`` when it runs in this process."""
     if isinstance(server_or_url, str):
         return server_or_url, None
@@ -298,7 +206,7 @@ async def crowd(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    url, server_traffic = _target(server_or_url)
+    url, server_traffic = resolve(server_or_url)
     result = CrowdResult(users, mode, duration, interval, wait, rate, seed)
     result.schedule = make_schedule(users, rate, duration, seed)
     tag = secrets.token_hex(3)  # fresh names: old messages on the same server are not ours
@@ -415,106 +323,3 @@ def run_crowd(server_or_url: Any, **kwargs: Any) -> CrowdResult:
 async def arun_crowd(server_or_url: Any, **kwargs: Any) -> CrowdResult:
     """``run_crowd`` for top-level ``await`` in a cell: the crowd runs on the labtools loop."""
     return await runtime.arun(crowd(server_or_url, **kwargs))
-
-
-# --- the cost model of polling -----------------------------------------------------------------
-
-
-def polling_cost(users: float, interval: float, bytes_per_poll: float) -> dict[str, float]:
-    """What short polling costs the server, from three numbers.
-
-    Every user asks once per ``interval`` whether or not anything happened, so the load grows
-    with the number of users and not with the number of messages.
-    """
-    rps = users / interval
-    return {
-        "users": users,
-        "requests/s": rps,
-        "bytes/s": rps * bytes_per_poll,
-        "requests/day": rps * 86_400,
-        "GB/day": rps * bytes_per_poll * 86_400 / 1e9,
-        "mean latency s": interval / 2,
-    }
-
-
-# --- the story of lesson 01 --------------------------------------------------------------------
-
-
-class Conversation:
-    """Pedro and Ana on the REST chat, every request and answer written into a ``Trace``.
-
-    Each person polls with ``setInterval`` (``Poller``); ``say`` posts a message. The trace is
-    what ``plots.sequence_diagram`` draws: Pedro → server → Ana, with the empty polls in between.
-    """
-
-    def __init__(self, server_or_url: Any, people: tuple[str, ...] = ("Pedro", "Ana"), interval: float = 1.0) -> None:
-        self.url, _ = _target(server_or_url)
-        self.trace = Trace()
-        self.traffic = Traffic()
-        self.interval = interval
-        self.pollers = {
-            name: Poller(self.url, name, interval=interval, traffic=self.traffic, trace=self.trace,
-                         phase=i * interval / 2)
-            for i, name in enumerate(people)
-        }
-        self._senders: dict[str, HttpClient] = {}
-
-    async def astart(self) -> None:
-        # Start from what is stored now: a re-run cell does not replay the previous story.
-        for poller in self.pollers.values():
-            latest = await poller.poll_once()
-            poller.received.clear()
-            if latest:
-                poller.since = latest[-1]["id"]
-        self.trace.clear()
-        self.traffic.reset()
-        for poller in self.pollers.values():
-            await poller.start()
-
-    async def asay(self, sender: str, to: str, text: str) -> dict:
-        client = self._senders.setdefault(sender, HttpClient(self.url, self.traffic))
-        self.trace.record(sender, "server", f"POST /messages {text!r}")
-        message = await send(client, sender, to, text)
-        self.trace.record("server", sender, f"201 Created (id {message['id']})")
-        return message
-
-    async def aclose(self) -> None:
-        for poller in self.pollers.values():
-            await poller.aclose()
-        for client in self._senders.values():
-            await client.aclose()
-
-    async def ascript(self, lines: list[tuple[float, str, str, str]], until: float) -> None:
-        """Play ``(at seconds, sender, to, text)`` lines, then keep polling until ``until``."""
-        start = time.perf_counter()
-        for at, sender, to, text in lines:
-            await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-            await self.asay(sender, to, text)
-        await asyncio.sleep(max(0.0, start + until - time.perf_counter()))
-
-    def play(self, lines: list[tuple[float, str, str, str]], until: float) -> Trace:
-        """Start polling, play the script, stop: the sync API for a cell. Returns the trace."""
-
-        async def main() -> None:
-            await runtime.register("conversation", self._started)
-            try:
-                await self.ascript(lines, until)
-            finally:
-                await runtime.unregister_and_close("conversation", self)
-
-        runtime.run(main())
-        return self.trace
-
-    async def _started(self) -> Conversation:
-        await self.astart()
-        return self
-
-    def received(self, name: str) -> list[dict]:
-        """The messages ``name`` received by polling."""
-        return list(self.pollers[name].received)
-
-    def polls(self, name: str) -> tuple[int, int]:
-        """``(polls, empty polls)`` by ``name``: how often the answer was "no new messages"."""
-        events = [e for e in self.trace.events()
-                  if e.src == "server" and e.dst == name and not e.label.startswith("201")]
-        return len(events), sum(1 for e in events if e.label.startswith("[]"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import runtime
 from ..events import AckError, Client, EventClient, EventServer
-from ..exercises import exercise
+from .registry import exercise
 
 
 def check_emit_frame(answer: Any) -> None:

@@ -1,0 +1,6 @@
+"""Exercises that check themselves: the registry (``check``, ``solution``) and, per lesson, a
+module ``lessonNN`` with each exercise's checker and its solution."""
+
+from .registry import Exercise, all_exercises, check, exercise, get, solution
+
+__all__ = ["Exercise", "all_exercises", "check", "exercise", "get", "solution"]

@@ -1,0 +1,4 @@
+"""Simulated users and the lessons' experiments: crowds on every transport (``crowd`` with the
+modes of ``http_users`` and ``ws_users``), lesson 01's story (``conversation``), the apps'
+users (``voters``, ``desks``, ``markers``, ``chat_users``), cost models (``cost``) and the
+compression experiment (``compression``)."""
