@@ -21,9 +21,9 @@ let lastTypingSent = 0;
 const unread = new Map();
 const outbox = new Map(); // clientId -> message data not yet acknowledged
 
-const socket = new EventSocket({
-  query: () => (account ? "token=" + encodeURIComponent(account.token) : ""),
-});
+// No token in the socket's URL (URLs end up in logs and proxies): every connection
+// authenticates with an auth event, the first frame it sends.
+const socket = new EventSocket();
 bindStatus($("status"), socket);
 
 function save(value) {
@@ -41,15 +41,37 @@ function showChat(visible) {
 
 // ----- accounts --------------------------------------------------------------------------
 
+// Authenticate this connection with the stored token. A refused token (expired, or signed by
+// another install) is forgotten and the login form shows; offline or timed out, the next
+// connection tries again.
+async function authenticate() {
+  if (!account) return;
+  const token = account.token;
+  try {
+    await socket.request("auth", { token: token }, 10000);
+    authenticated = true; // the user-list that comes with it shows the chat
+  } catch (error) {
+    if (!account || account.token !== token) return; // logged out or in again meanwhile
+    if (!error.code) {
+      if (socket.state === "online") socket.reconnect(); // timed out: try on a fresh connection
+      return;
+    }
+    save(null);
+    authenticated = false;
+    showChat(false);
+    $("auth-error").textContent = error.message;
+  }
+}
+
 async function enter(event, data) {
   $("auth-error").textContent = "";
   try {
-    const result = await socket.request(event, data, 10000);
-    save(result);
-    await socket.request("auth", { token: result.token });
+    save(await socket.request(event, data, 10000));
   } catch (error) {
     $("auth-error").textContent = error.message;
+    return;
   }
+  await authenticate();
 }
 
 $("login-form").addEventListener("submit", (e) => {
@@ -71,19 +93,16 @@ $("logout").addEventListener("click", () => {
 
 // ----- presence --------------------------------------------------------------------------
 
+// The first "connect" listener, so auth goes out before anything else on every (re)connection.
 socket.on("connect", () => {
   authenticated = false;
   catchUpDue = true;
-  if (!account) showChat(false);
+  if (account) authenticate();
+  else showChat(false);
 });
 
-socket.on("error", (error) => {
-  // A refused ?token= (expired, or signed by another install): back to the login form.
-  if (error && error.code === "unauthorized" && account && !authenticated) {
-    save(null);
-    showChat(false);
-    $("auth-error").textContent = error.message;
-  }
+socket.on("disconnect", () => {
+  authenticated = false;
 });
 
 socket.on("user-list", (list) => {
@@ -141,6 +160,7 @@ async function open(uid) {
   $("text").disabled = false;
   $("send-form").querySelector("button").disabled = false;
   renderUsers();
+  if (!authenticated) return; // the catch-up after authentication loads it
   try {
     const history = await socket.request("history", { with: uid });
     if (peer === uid) history.forEach(show);
@@ -209,7 +229,7 @@ function newClientId() {
 
 async function deliver(clientId) {
   const data = outbox.get(clientId);
-  if (!data) return;
+  if (!data || !authenticated) return; // kept in the outbox, sent once authenticated
   try {
     const stored = await socket.request("personal-message", data, 5000);
     outbox.delete(clientId);
@@ -246,7 +266,7 @@ $("send-form").addEventListener("submit", (e) => {
 
 $("text").addEventListener("input", () => {
   const now = Date.now();
-  if (peer && now - lastTypingSent > 1500) {
+  if (peer && authenticated && now - lastTypingSent > 1500) {
     lastTypingSent = now;
     socket.emit("typing", { to: peer });
   }
