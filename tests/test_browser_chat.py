@@ -57,7 +57,7 @@ def test_two_people_talk_and_a_reload_keeps_the_history(browser, tmp_path) -> No
 
 def test_the_page_reconnects_and_catches_up(browser, tmp_path) -> None:
     """The server restarts on the same database and port; the page reconnects by itself
-    (events.js' backoff, the token in the URL, no new login) and the conversation goes on:
+    (events.js' backoff, then an auth event with the stored token, no new login) and the conversation goes on:
     a message sent right after the restart shows, live or fetched by the catch-up."""
     db = str(tmp_path / "chat.db")
     chat = labtools.serve("chat", name="browser-restart", db=db, fast_hashing=True)
@@ -82,6 +82,55 @@ def test_the_page_reconnects_and_catches_up(browser, tmp_path) -> None:
         labtools.run(pedro.send(ana_uid, "while you were away"))
         page.wait_for_selector("#messages li:has-text('while you were away')", timeout=15000)
         assert page.locator("#messages li .text").all_inner_texts() == ["before", "while you were away"]
+    finally:
+        context.close()
+        chat.stop()
+
+
+def test_the_page_authenticates_with_an_auth_event_never_in_the_url(browser, tmp_path) -> None:
+    """Every connection's URL is bare; after a reload the first frame sent is `auth` with the
+    stored token, acknowledged; a refused token is forgotten and the login form comes back."""
+    import json
+
+    chat = labtools.serve("chat", name="browser-auth", db=str(tmp_path / "chat.db"), fast_hashing=True)
+    context = browser.new_context()
+    page = context.new_page()
+    sockets: list[dict] = []
+
+    def watch(ws) -> None:
+        seen: dict = {"url": ws.url, "sent": [], "received": []}
+        sockets.append(seen)
+        ws.on("framesent", lambda payload: seen["sent"].append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: seen["received"].append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    try:
+        sign_up(page, chat.url, "Ana")
+        token = page.evaluate("JSON.parse(sessionStorage.getItem('labtools-chat')).token")
+        page.reload()
+        page.wait_for_selector("#chat:not([hidden])")
+        assert page.locator("#chat").is_visible() and page.locator("#auth").is_hidden()
+        assert len(sockets) == 2
+        assert all("token=" not in s["url"] and "?" not in s["url"] for s in sockets), [s["url"] for s in sockets]
+        assert [f["event"] for f in sockets[0]["sent"]][:2] == ["sign-up", "auth"]
+        first = sockets[1]["sent"][0]
+        assert first["event"] == "auth" and first["data"] == {"token": token} and "id" in first
+        page.wait_for_function("document.getElementById('status').dataset.status === 'online'")
+        acks = [f for f in sockets[1]["received"] if f.get("ack") == first["id"]]
+        assert len(acks) == 1 and "error" not in acks[0] and acks[0]["data"]["user"]["name"] == "Ana"
+
+        # A token the server refuses (forged here): cleared, and back to the login form.
+        page.evaluate("""() => {
+            const account = JSON.parse(sessionStorage.getItem('labtools-chat'));
+            account.token = account.token.slice(0, -4) + 'AAAA';
+            sessionStorage.setItem('labtools-chat', JSON.stringify(account));
+        }""")
+        page.reload()
+        page.wait_for_selector("#auth:not([hidden])")
+        page.wait_for_function("document.getElementById('auth-error').textContent.length > 0")
+        assert page.evaluate("sessionStorage.getItem('labtools-chat')") is None
+        assert page.locator("#chat").is_hidden()
+        assert sockets[-1]["sent"][0]["event"] == "auth" and "token=" not in sockets[-1]["url"]
     finally:
         context.close()
         chat.stop()

@@ -62,7 +62,8 @@ def test_the_page_is_served_on_the_socket_port_and_loads_nothing_from_outside(mi
             assert response.status == 200
             files[path] = response.read().decode()
     page = files[""]
-    assert '<script src="./events.js">' in page and '<script src="./minichat.js">' in page
+    assert '<script type="module" src="./minichat.js">' in page and 'href="./events.js"' in page
+    assert 'import { EventSocket } from "./events.js"' in files["minichat.js"]
     for path, text in files.items():
         assert not re.search(r"(src|href)=\"(https?:)?//", text), path
         assert "innerHTML" not in text, path

@@ -1,122 +1,138 @@
 // PROTOCOL.md's frames in the browser: emit, listen (on), acknowledged requests, reconnection.
-// Shared by every app page (served at ./events.js). No outside resources: the course works offline.
-(function () {
-  "use strict";
+// An ES module shared by every app page (served at ./events.js): import { EventSocket } from "./events.js".
+// No outside resources: the course works offline.
 
-  // The socket lives at the page's own folder, so the page works at http://127.0.0.1:PORT/
-  // and behind a proxy prefix such as Binder's /user/NAME/proxy/PORT/.
-  function socketUrl(query) {
-    const url = new URL(".", window.location.href);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.search = query || "";
-    url.hash = "";
-    return url.href;
+// The socket lives at the page's own folder, so the page works at http://127.0.0.1:PORT/
+// and behind a proxy prefix such as Binder's /user/NAME/proxy/PORT/.
+export function socketUrl(query) {
+  const url = new URL(".", window.location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.search = query || "";
+  url.hash = "";
+  return url.href;
+}
+
+export class EventSocket {
+  // options.query: a query string for the upgrade, or a function giving one (none by default;
+  // the chat authenticates with an auth event, never with a token in the URL).
+  constructor(options) {
+    this.options = options || {};
+    this.listeners = new Map();
+    this.statusListeners = [];
+    this.pending = new Map();
+    this.nextId = 1;
+    this.attempt = 0;
+    this.closedByUser = false;
+    this.state = "connecting";
+    this.connect();
   }
 
-  class EventSocket {
-    // options.query: a query string for the upgrade (e.g. "token=..."), or a function giving one.
-    // options.onStatus(status): "connecting" | "online" | "offline".
-    constructor(options) {
-      this.options = options || {};
-      this.listeners = new Map();
-      this.pending = new Map();
-      this.nextId = 1;
+  connect() {
+    const query = typeof this.options.query === "function" ? this.options.query() : this.options.query;
+    this.setState("connecting");
+    const ws = new WebSocket(socketUrl(query));
+    this.ws = ws;
+    ws.onopen = () => {
       this.attempt = 0;
-      this.closedByUser = false;
-      this.connect();
-    }
-
-    connect() {
-      const query = typeof this.options.query === "function" ? this.options.query() : this.options.query;
-      this.status("connecting");
-      const ws = new WebSocket(socketUrl(query));
-      this.ws = ws;
-      ws.onopen = () => {
-        this.attempt = 0;
-        this.status("online");
-        this.fire("connect", null);
-      };
-      ws.onmessage = (message) => this.receive(message.data);
-      ws.onclose = () => {
-        for (const [, pending] of this.pending) pending.reject(new Error("connection closed"));
-        this.pending.clear();
-        this.status("offline");
-        this.fire("disconnect", null);
-        if (!this.closedByUser) this.retry();
-      };
-    }
-
-    // Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... at most 5 s between attempts.
-    retry() {
-      const delay = Math.min(5000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
-      this.attempt += 1;
-      setTimeout(() => this.connect(), delay);
-    }
-
-    status(value) {
-      this.state = value;
-      if (this.options.onStatus) this.options.onStatus(value);
-    }
-
-    receive(text) {
-      let frame;
-      try {
-        frame = JSON.parse(text);
-      } catch (error) {
-        return;
-      }
-      if ("ack" in frame) {
-        const pending = this.pending.get(frame.ack);
-        if (!pending) return;
-        this.pending.delete(frame.ack);
+      this.setState("online");
+      this.fire("connect", null);
+    };
+    ws.onmessage = (message) => this.receive(message.data);
+    ws.onclose = () => {
+      for (const [, pending] of this.pending) {
         clearTimeout(pending.timer);
-        if (frame.error) pending.reject(Object.assign(new Error(frame.error.message), frame.error));
-        else pending.resolve(frame.data);
-        return;
+        pending.reject(new Error("connection closed"));
       }
-      this.fire(frame.event, frame.data);
-    }
-
-    fire(event, data) {
-      for (const listener of this.listeners.get(event) || []) listener(data);
-    }
-
-    // Listen: call listener(data) for every `event` the server emits.
-    on(event, listener) {
-      if (!this.listeners.has(event)) this.listeners.set(event, []);
-      this.listeners.get(event).push(listener);
-      return this;
-    }
-
-    // Emit without asking for an acknowledgement. Returns false when offline.
-    emit(event, data) {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-      this.ws.send(JSON.stringify({ event: event, data: data === undefined ? null : data }));
-      return true;
-    }
-
-    // Emit with an id; resolves with the acknowledgement's data, rejects with its error.
-    request(event, data, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-          reject(new Error("offline"));
-          return;
-        }
-        const id = this.nextId++;
-        const timer = setTimeout(() => {
-          this.pending.delete(id);
-          reject(new Error("timed out"));
-        }, timeoutMs || 5000);
-        this.pending.set(id, { resolve, reject, timer });
-        this.ws.send(JSON.stringify({ event: event, data: data === undefined ? null : data, id: id }));
-      });
-    }
-
-    close() {
-      this.closedByUser = true;
-      if (this.ws) this.ws.close(1000);
-    }
+      this.pending.clear();
+      this.setState("offline");
+      this.fire("disconnect", null);
+      if (!this.closedByUser) this.retry();
+    };
   }
 
-  window.LabEvents = { EventSocket: EventSocket, socketUrl: socketUrl };
-})();
+  // Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... at most 5 s between attempts.
+  retry() {
+    const delay = Math.min(5000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    this.attempt += 1;
+    setTimeout(() => this.connect(), delay);
+  }
+
+  setState(value) {
+    this.state = value;
+    for (const listener of this.statusListeners) listener(value);
+  }
+
+  // listener(state) now and on every change: "connecting" | "online" | "offline".
+  onStatus(listener) {
+    this.statusListeners.push(listener);
+    listener(this.state);
+    return this;
+  }
+
+  receive(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (error) {
+      return;
+    }
+    if (frame === null || typeof frame !== "object") return;
+    if ("ack" in frame) {
+      const pending = this.pending.get(frame.ack);
+      if (!pending) return;
+      this.pending.delete(frame.ack);
+      clearTimeout(pending.timer);
+      if (frame.error) pending.reject(Object.assign(new Error(frame.error.message), frame.error));
+      else pending.resolve(frame.data);
+      return;
+    }
+    this.fire(frame.event, frame.data);
+  }
+
+  fire(event, data) {
+    for (const listener of this.listeners.get(event) || []) listener(data);
+  }
+
+  // Listen: call listener(data) for every `event` the server emits (and "connect", "disconnect").
+  // Listeners run in the order they were added.
+  on(event, listener) {
+    if (!this.listeners.has(event)) this.listeners.set(event, []);
+    this.listeners.get(event).push(listener);
+    return this;
+  }
+
+  // Emit without asking for an acknowledgement. Returns false when offline.
+  emit(event, data) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify({ event: event, data: data === undefined ? null : data }));
+    return true;
+  }
+
+  // Emit with an id; resolves with the acknowledgement's data, rejects with its error
+  // (an Error carrying the server's code), or with a code-less Error when offline or timed out.
+  request(event, data, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+        reject(new Error("offline"));
+        return;
+      }
+      const id = this.nextId++;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error("timed out"));
+      }, timeoutMs || 5000);
+      this.pending.set(id, { resolve, reject, timer });
+      this.ws.send(JSON.stringify({ event: event, data: data === undefined ? null : data, id: id }));
+    });
+  }
+
+  // Drop this connection and open a new one, with the usual backoff (not a close by the user).
+  reconnect() {
+    if (this.ws) this.ws.close(1000);
+  }
+
+  close() {
+    this.closedByUser = true;
+    if (this.ws) this.ws.close(1000);
+  }
+}

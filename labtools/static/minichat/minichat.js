@@ -1,65 +1,60 @@
 // The mini chat page: emit "msg-to-server" {text, name}; listen for "msg-from-server" from everyone.
 // Every message goes on the page through textContent, never parsed as HTML: what people type is text.
-(function () {
-  "use strict";
+import { EventSocket } from "./events.js";
+import { bindStatus } from "./status.js";
 
-  const list = document.getElementById("messages");
-  const form = document.getElementById("send");
-  const input = document.getElementById("text");
-  const nameInput = document.getElementById("name");
-  const statusBadge = document.getElementById("status");
-  const errorLine = document.getElementById("error");
+const list = document.getElementById("messages");
+const form = document.getElementById("send");
+const input = document.getElementById("text");
+const nameInput = document.getElementById("name");
+const errorLine = document.getElementById("error");
 
-  // ?name=Pedro names the page (the notebook embeds one page per person); else a guest name.
-  nameInput.value = new URLSearchParams(window.location.search).get("name") || "guest-" + Math.floor(Math.random() * 1000);
+// ?name=Pedro names the page (the notebook embeds one page per person); else a guest name.
+nameInput.value = new URLSearchParams(window.location.search).get("name") || "guest-" + Math.floor(Math.random() * 1000);
 
-  const socket = new LabEvents.EventSocket({
-    onStatus: (status) => {
-      statusBadge.dataset.status = status;
-      statusBadge.textContent = status;
-    },
-  });
+const socket = new EventSocket();
+bindStatus(document.getElementById("status"), socket);
 
-  function show(message) {
-    const item = document.createElement("li");
-    const who = document.createElement("span");
-    who.className = "who";
-    who.textContent = message.name || "anonymous";
-    const text = document.createElement("span");
-    text.className = "text";
-    text.textContent = message.text;
-    item.append(who, text);
-    if (typeof message.at === "number") {
-      const when = document.createElement("time");
-      when.className = "when";
-      when.textContent = new Date(message.at * 1000).toLocaleTimeString();
-      item.append(when);
-    }
-    list.append(item);
-    list.scrollTop = list.scrollHeight;
+function show(message) {
+  const item = document.createElement("li");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = message.name || "anonymous";
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = message.text;
+  item.append(who, text);
+  if (typeof message.at === "number") {
+    const when = document.createElement("time");
+    when.className = "when";
+    when.textContent = new Date(message.at * 1000).toLocaleTimeString();
+    item.append(when);
   }
+  list.append(item);
+  list.scrollTop = list.scrollHeight;
+}
 
-  // Listen: the server pushes every message, ours included, the moment it arrives.
-  socket.on("msg-from-server", show);
-  socket.on("error", (error) => {
-    errorLine.textContent = error.message;
-  });
+// Listen: the server pushes every message, ours included, the moment it arrives.
+socket.on("msg-from-server", show);
+socket.on("error", (error) => {
+  errorLine.textContent = error.message;
+});
 
-  // Emit: ask for an acknowledgement so that a refused message says why.
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const text = input.value;
-    if (!text.trim()) return;
-    errorLine.textContent = "";
-    socket
-      .request("msg-to-server", { text: text, name: nameInput.value.trim().slice(0, 40) || undefined })
-      .then(() => {
-        input.value = "";
-      })
-      .catch((error) => {
-        errorLine.textContent = error.message;
-      });
-  });
+// Emit: ask for an acknowledgement so that a refused message says why.
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = input.value;
+  if (!text.trim()) return;
+  errorLine.textContent = "";
+  socket
+    .request("msg-to-server", { text: text, name: nameInput.value.trim().slice(0, 40) || undefined })
+    .then(() => {
+      input.value = "";
+    })
+    .catch((error) => {
+      errorLine.textContent = error.message;
+    });
+});
 
-  window.minichat = { socket: socket };
-})();
+// A module's names are its own: the socket is published for the console and the browser tests.
+window.minichat = { socket: socket };

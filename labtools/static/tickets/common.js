@@ -1,11 +1,9 @@
-// What every ticket page shares: one socket and its status badge.
-window.ticketSocket = function () {
-  "use strict";
-  const statusEl = document.getElementById("status");
-  return new LabEvents.EventSocket({
-    onStatus: (status) => {
-      statusEl.textContent = status;
-      statusEl.className = "status " + status;
-    },
-  });
-};
+// What every ticket page shares: one socket, its status badge bound to #status.
+import { EventSocket } from "./events.js";
+import { bindStatus } from "./status.js";
+
+export function ticketSocket() {
+  const socket = new EventSocket();
+  bindStatus(document.getElementById("status"), socket);
+  return socket;
+}
