@@ -7,6 +7,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .figures import finish
+
 
 def votes_over_time(received: list[tuple[float, str, Any]]) -> Figure:
     """One line per band: its votes as a watcher saw them, from the ``band-list`` stream."""
@@ -19,8 +21,7 @@ def votes_over_time(received: list[tuple[float, str, Any]]) -> Figure:
         ax.step([p[0] for p in points], [p[1] for p in points], where="post", label=name)
     ax.set(title="Votes as one watcher saw them, one band-list at a time", xlabel="time (s)", ylabel="votes")
     ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def bytes_per_vote(rows: list[dict[str, float]]) -> Figure:
@@ -31,8 +32,7 @@ def bytes_per_vote(rows: list[dict[str, float]]) -> Figure:
     ax.set(xscale="log", yscale="log", title="Bytes one watcher receives per vote",
            xlabel="bands in the list", ylabel="bytes per vote (socket, framing included)")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def drift(errors: dict[str, list[int]], missed: int) -> Figure:
@@ -43,8 +43,7 @@ def drift(errors: dict[str, list[int]], missed: int) -> Figure:
     ax.set(title="How wrong a client's list is after it missed one update",
            xlabel="updates received", ylabel="votes off (+ bands missing)")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def latency_histogram(samples_ms: dict[str, list[float]]) -> Figure:
@@ -53,8 +52,7 @@ def latency_histogram(samples_ms: dict[str, list[float]]) -> Figure:
         ax.hist(values, bins=30, alpha=0.6, label=label)
     ax.set(title="Round-trip time of one request", xlabel="milliseconds", ylabel="requests")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def tickets_per_desk(by_desk: dict[int, list[int]]) -> Figure:
@@ -62,8 +60,7 @@ def tickets_per_desk(by_desk: dict[int, list[int]]) -> Figure:
     desks = sorted(by_desk)
     ax.bar([str(d) for d in desks], [len(by_desk[d]) for d in desks], color="#3d6fd6")
     ax.set(title="Tickets each desk called (racing for the same queue)", xlabel="desk", ylabel="tickets")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def marker_paths(session: dict[str, Any]) -> Figure:
@@ -79,8 +76,7 @@ def marker_paths(session: dict[str, Any]) -> Figure:
     ax.set_yticks(range(-90, 91, 30))
     ax.grid(alpha=0.4)
     ax.legend(loc="lower left", fontsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def throttle_tradeoff(rows: list[dict[str, Any]]) -> Figure:
@@ -92,5 +88,4 @@ def throttle_tradeoff(rows: list[dict[str, Any]]) -> Figure:
     right.set(title="How far behind a watcher's marker is", ylabel="mean error (degrees)")
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig)

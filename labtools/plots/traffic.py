@@ -15,16 +15,11 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from ..measure.metrics import Trace, percentile
+from .figures import finish
 
 USEFUL = "#2b8cbe"
 EMPTY = "#d9d9d9"
 MODE_COLORS = {"poll": "#e6550d", "long-poll": "#31a354", "sse": "#3182bd", "websocket": "#756bb1"}
-
-
-def _done(fig: Figure) -> Figure:
-    fig.tight_layout()
-    plt.close(fig)  # the cell's last expression displays it; pyplot must not show it twice
-    return fig
 
 
 def _color(mode: str, i: int) -> str:
@@ -56,7 +51,7 @@ def requests_over_time(result: Any, bin_seconds: float = 0.5) -> Figure:
     ax.set_ylabel("answers per second")
     ax.set_title(f"What the server answered: {_label(result)}")
     ax.legend(loc="lower right", framealpha=0.9)
-    return _done(fig)
+    return finish(fig)
 
 
 def useful_vs_empty(results: Sequence[Any]) -> Figure:
@@ -73,7 +68,7 @@ def useful_vs_empty(results: Sequence[Any]) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("share of all requests (%)")
     ax.set_title("How many requests were worth making (blue: with messages, grey: [] no new messages)", fontsize=10)
-    return _done(fig)
+    return finish(fig)
 
 
 def latency(results: Sequence[Any] | Any, kind: str = "ecdf") -> Figure:
@@ -101,7 +96,7 @@ def latency(results: Sequence[Any] | Any, kind: str = "ecdf") -> Figure:
     ax.set_title("How long a message took to reach its reader")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _done(fig)
+    return finish(fig)
 
 
 def bytes_comparison(results: Sequence[Any]) -> Figure:
@@ -123,7 +118,7 @@ def bytes_comparison(results: Sequence[Any]) -> Figure:
     ax.margins(y=0.25)
     ax.set_title("Bytes on the wire")
     ax.legend(fontsize=8)
-    return _done(fig)
+    return finish(fig)
 
 
 def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: int = 40,
@@ -165,7 +160,7 @@ def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: 
     ax.set_ylim(n + 0.5, -1.2)
     ax.axis("off")
     ax.set_title(title)
-    return _done(fig)
+    return finish(fig)
 
 
 def comparison(results: Sequence[Any]) -> Figure:
@@ -199,7 +194,7 @@ def comparison(results: Sequence[Any]) -> Figure:
         a.grid(axis="y", alpha=0.3)
     users = {r.users for r in results}
     fig.suptitle(f"Same workload, {len(results)} ways ({', '.join(f'{u:,}' for u in sorted(users))} users)")
-    return _done(fig)
+    return finish(fig)
 
 
 def held_over_time(results: Sequence[Any]) -> Figure:
@@ -216,7 +211,7 @@ def held_over_time(results: Sequence[Any]) -> Figure:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _done(fig)
+    return finish(fig)
 
 
 def cost_model(model_rows: Sequence[dict], measured: Sequence[Any]) -> Figure:
@@ -238,4 +233,4 @@ def cost_model(model_rows: Sequence[dict], measured: Sequence[Any]) -> Figure:
         ax.legend()
     axes[0].set_title("Requests the server must answer")
     axes[1].set_title("Bytes it must move")
-    return _done(fig)
+    return finish(fig)
