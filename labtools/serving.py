@@ -7,7 +7,10 @@ A server is anything with the shape ``Server`` below: ``await start(host, port)`
   makes the server;
 * a build function of the learner's (``serve(my_build, **options)``), called with the options;
 * a server object not yet started (an ``EventServer`` with the learner's handlers, a
-  ``HandmadeServer``).
+  ``HandmadeServer``);
+* a start coroutine of the learner's, ``async def start(host, port)``, that starts a plain
+  ``websockets`` server (``return await websockets.asyncio.server.serve(handler, host, port)``):
+  lesson 04's smallest chat, before any labtools. labtools does not meter such a server.
 
 It starts the server on the labtools loop under a name, so running the same cell twice replaces
 the server instead of failing with "address already in use", and hands the cell a
@@ -17,9 +20,12 @@ the server instead of failing with "address already in use", and hands the cell 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from websockets.asyncio.server import Server as WebsocketsServer
 
 from . import runtime
 from .measure.metrics import Traffic
@@ -63,6 +69,37 @@ def app_module(app: str) -> Any:
     return importlib.import_module(modules[app])
 
 
+class PlainWebsockets:
+    """A plain ``websockets`` server that a learner's start coroutine started, in ``Server``'s shape.
+
+    It has no ``traffic``: only labtools' own servers count their bytes.
+    """
+
+    def __init__(self, start: Callable[[str, int], Awaitable[WebsocketsServer]], name: str) -> None:
+        self.starter = start
+        self.name = name
+        self.websockets: WebsocketsServer | None = None
+        self.host = ""
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        server = await self.starter(host, port)
+        if not isinstance(server, WebsocketsServer):
+            raise TypeError(f"{self.name}() returned {server!r}: a start coroutine returns websockets' serve(...)")
+        self.websockets = server
+        self.host, self.port = next(iter(server.sockets)).getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    async def aclose(self) -> None:
+        server, self.websockets = self.websockets, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+
 def build(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
     """The server ``app`` names, makes or is, not started yet."""
     if isinstance(app, str):
@@ -71,6 +108,10 @@ def build(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
         if options:
             raise TypeError(f"{sorted(options)}: options go to an app's name or a build function, not a server")
         return app
+    if inspect.iscoroutinefunction(app):
+        if options:
+            raise TypeError(f"{sorted(options)}: a start coroutine takes only host and port")
+        return PlainWebsockets(app, default_name(app))  # type: ignore[return-value]
     if callable(app):
         server = app(**options)
         if not isinstance(server, Server):
@@ -125,12 +166,20 @@ class ServerHandle:
         """``fn(state)`` on the loop thread: read the app's state without racing its handlers."""
         return runtime.call(lambda: fn(self.server.state))  # type: ignore[attr-defined]
 
+    @property
+    def traffic(self) -> Traffic:
+        """The server's live counters; a plain ``websockets`` server has none."""
+        traffic = getattr(self.server, "traffic", None)
+        if traffic is None:
+            raise TypeError(f"{self.name} is a plain websockets server: labtools only meters its own servers")
+        return traffic
+
     def stats(self) -> dict:
         """A snapshot of the server's traffic counters (PROTOCOL.md's ``/stats`` shape)."""
-        return runtime.call(self.server.traffic.as_dict)
+        return runtime.call(self.traffic.as_dict)
 
     def reset_stats(self) -> None:
-        runtime.call(self.server.traffic.reset)
+        runtime.call(self.traffic.reset)
 
     def stop(self) -> None:
         runtime.run(runtime.unregister_and_close(self.name, self.server))

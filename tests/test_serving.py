@@ -77,3 +77,49 @@ def test_show_prints_the_source_with_its_file_and_line(capsys: pytest.CaptureFix
     first = out.splitlines()[0]
     assert first.startswith("# labtools/apps/minichat.py:") and first.split(":")[1].isdigit()
     assert "def build()" in out and '@server.on("msg-to-server")' in out
+
+
+def test_a_plain_websockets_server_runs_through_the_runtime(browser) -> None:
+    """Lesson 04's smallest chat: websockets' own ``serve``, started by a learner's coroutine."""
+    from pathlib import Path
+
+    from websockets.asyncio.server import broadcast, serve
+
+    page = (Path(__file__).resolve().parents[1] / "notebooks" / "smallest_chat.html").read_text()
+    clients: set = set()
+
+    async def chat(websocket) -> None:
+        clients.add(websocket)
+        try:
+            async for message in websocket:
+                broadcast(clients, message)
+        finally:
+            clients.discard(websocket)
+
+    def page_or_socket(connection, request):
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            response = connection.respond(200, page)
+            response.headers["Content-Type"] = "text/html; charset=utf-8"
+            return response
+        return None
+
+    async def start(host: str, port: int):
+        return await serve(chat, host, port, process_request=page_or_socket)
+
+    handle = lt.serve(start)
+    again = lt.serve(start)  # re-running the cell replaces it: no "address already in use"
+    context = browser.new_context()
+    try:
+        assert handle.name == again.name == "start"
+        with pytest.raises(TypeError, match="only meters its own servers"):
+            again.stats()
+        pedro, ana = context.new_page(), context.new_page()
+        for page_ in (pedro, ana):
+            page_.goto(again.page_url())
+            page_.wait_for_function("socket.readyState === WebSocket.OPEN", timeout=10_000)
+        pedro.fill("#text", "hola Ana")
+        pedro.press("#text", "Enter")
+        ana.locator("#messages li", has_text="hola Ana").wait_for(timeout=5_000)
+    finally:
+        context.close()
+        again.stop()
