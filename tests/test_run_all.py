@@ -75,13 +75,15 @@ def run_all(client: BlockingKernelClient, sources: list[str], iframes: list[str]
         if parent in ids:
             replies[parent] = reply["content"]
     drain_iframes(client, iframes)
-    counts = [replies[i]["execution_count"] for i in ids]
-    assert counts == sorted(counts) and len(set(counts)) == len(ids), "cells ran out of order or were skipped"
-    return [
-        f"cell {n}: {replies[i].get('ename')}: {replies[i].get('evalue')}"
+    errors = [
+        f"cell {n}: {replies[i]['status']}: {replies[i].get('ename')}: {replies[i].get('evalue')}"
         for n, i in enumerate(ids)
         if replies[i]["status"] != "ok"
     ]
+    if not errors:
+        counts = [replies[i]["execution_count"] for i in ids]
+        assert counts == sorted(counts) and len(set(counts)) == len(ids), "cells ran out of order or were skipped"
+    return errors
 
 
 def run_cell(client: BlockingKernelClient, source: str) -> dict:
