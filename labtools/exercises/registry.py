@@ -95,7 +95,8 @@ def learner_source(function: Callable[..., Any], *, value: bool = False, imports
         code = textwrap.dedent("\n".join(body))
     else:
         code = "\n".join(lines[node.lineno - 1 : node.end_lineno]) + f"\n\n\nanswer = {node.name}"
-    return (imports.strip() + "\n\n" + code if imports.strip() else code).strip() + "\n"
+    gap = "\n\n" if value else "\n\n\n"  # PEP 8: two blank lines before a top-level def
+    return (imports.strip() + gap + code if imports.strip() else code).strip() + "\n"
 
 
 def call(answer: Callable[..., Any], *args: Any) -> Any:
