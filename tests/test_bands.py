@@ -10,7 +10,6 @@ import pytest
 import labtools as lt
 from labtools.apps import bands
 from labtools.events import AckError, EventClient
-from labtools.exercises import get
 from labtools.sim import voters
 
 
@@ -174,11 +173,3 @@ def test_python_m_labtools_serve_bands() -> None:
     finally:
         process.terminate()
         assert process.wait(10) == 0
-
-
-@pytest.mark.parametrize("exercise_id", ["05.1", "05.2"])
-def test_exercises(exercise_id: str) -> None:
-    exercise = get(exercise_id)
-    exercise.checker(exercise.solution())
-    with pytest.raises(AssertionError):
-        exercise.checker(object())

@@ -11,7 +11,6 @@ import pytest
 
 import labtools as lt
 from labtools.events import AckError, EventClient
-from labtools.exercises import get
 from labtools.sim import desks
 
 
@@ -140,11 +139,3 @@ def test_a_slow_acknowledgement_times_out_but_the_ticket_was_issued() -> None:
             await client.aclose()
 
     assert lt.run(scenario()) == (2, 2)
-
-
-@pytest.mark.parametrize("exercise_id", ["06.1", "06.2"])
-def test_exercises(exercise_id: str) -> None:
-    exercise = get(exercise_id)
-    exercise.checker(exercise.solution())
-    with pytest.raises(AssertionError):
-        exercise.checker(object())

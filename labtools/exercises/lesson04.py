@@ -9,25 +9,37 @@ from typing import Any
 
 from .. import runtime
 from ..events import AckError, Client, EventClient, EventServer
-from .registry import exercise
+from .registry import call, exercise, not_a_function
 
 
 def check_emit_frame(answer: Any) -> None:
-    assert isinstance(answer, str), "answer should be the frame's text: a str of JSON"
+    if isinstance(answer, dict):
+        raise AssertionError("answer should be the frame's *text*, a str: json.dumps(...) the dict")
+    assert isinstance(answer, str), f"answer should be the frame's text: a str of JSON, not {answer!r}"
     try:
         frame = json.loads(answer)
     except ValueError:
-        raise AssertionError("that is not JSON: a frame is one JSON object") from None
+        raise AssertionError(
+            "that is not JSON (JSON wants double quotes; str(a_dict) is not JSON): a frame is one JSON object"
+        ) from None
     assert isinstance(frame, dict), 'a frame is a JSON object: {"event": ..., "data": ..., "id": ...}'
     assert frame.get("event") == "msg-to-server", "the event Pedro emits is 'msg-to-server'"
-    assert frame.get("data") == {"text": "hola"}, 'the data is {"text": "hola"}'
-    assert frame.get("id") == 7 and type(frame["id"]) is int, "asking for an acknowledgement means an integer id: 7"
+    data = frame.get("data")
+    if isinstance(data, dict) and "name" in data:
+        raise AssertionError(
+            'the data carries only the text, {"text": "hola"}: Pedro sends no name in this exercise '
+            "(the server knows which socket sent the frame)"
+        )
+    assert data == {"text": "hola"}, f'the data is the object {{"text": "hola"}}, not {data!r}'
+    assert frame.get("id") == 7 and type(frame["id"]) is int, (
+        f"asking for an acknowledgement means an integer id: 7, not {frame.get('id')!r}"
+    )
     extra = sorted(set(frame) - {"event", "data", "id"})
     assert not extra, f"only event, data and id; not {extra}"
 
 
-@exercise("04.1", check_emit_frame)
-def emit_frame_solution() -> str:
+@exercise("04.1", check_emit_frame, value=True, imports="import json")
+def emit_frame() -> str:
     # Pedro emits "msg-to-server" and asks for an acknowledgement with id 7.
     return json.dumps({"event": "msg-to-server", "data": {"text": "hola"}, "id": 7})
 
@@ -66,20 +78,17 @@ async def _others_hear(handler: Handler) -> tuple[list, list, list]:
 
 
 def check_all_but_sender(answer: Any) -> None:
-    assert callable(answer), "answer should be a function handler(server, client, data)"
+    assert callable(answer), not_a_function(answer, "handler(server, client, data)")
     pedro, ana, luis = runtime.run(_others_hear(answer), timeout=15)
+    assert pedro == [], f"Pedro sent it: he should not receive it back (got {pedro}); see exclude="
     assert ana == [{"text": "hola"}] and luis == [{"text": "hola"}], (
         f'Ana and Luis should each receive msg-from-server {{"text": "hola"}} once; got {ana} and {luis}'
     )
-    assert pedro == [], f"Pedro sent it: he should not receive it back (got {pedro}); see exclude="
 
 
 @exercise("04.2", check_all_but_sender)
-def all_but_sender_solution() -> Handler:
-    def handler(server: EventServer, client: Client, data: Any) -> None:
-        server.broadcast("msg-from-server", {"text": data["text"]}, exclude=client)
-
-    return handler
+def handler(server, client, data):
+    server.broadcast("msg-from-server", {"text": data["text"]}, exclude=client)
 
 
 def _frame_size(payload: int) -> int:
@@ -87,21 +96,18 @@ def _frame_size(payload: int) -> int:
 
 
 def check_frame_size(answer: Any) -> None:
-    assert callable(answer), "answer should be a function frame_size(payload_bytes) -> bytes on the wire"
+    assert callable(answer), not_a_function(answer, "frame_size(payload_bytes)")
     for payload in (0, 5, 125, 126, 1_000, 65_535, 65_536, 1_048_576):
-        got = answer(payload)
+        got = call(answer, payload)
         expected = _frame_size(payload)
         assert got == expected, f"a server frame carrying {payload:,} bytes takes {expected:,} bytes, not {got!r}"
 
 
 @exercise("04.3", check_frame_size)
-def frame_size_solution() -> Callable[[int], int]:
-    def frame_size(payload: int) -> int:
-        # A server frame is unmasked: 2 header bytes, plus 2 (length up to 65,535) or 8 more.
-        if payload <= 125:
-            return payload + 2
-        if payload <= 65_535:
-            return payload + 4
-        return payload + 10
-
-    return frame_size
+def frame_size(payload: int) -> int:
+    # A server frame is unmasked: 2 header bytes, plus 2 (length up to 65,535) or 8 more.
+    if payload <= 125:
+        return payload + 2
+    if payload <= 65_535:
+        return payload + 4
+    return payload + 10
