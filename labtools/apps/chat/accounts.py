@@ -158,17 +158,21 @@ class Accounts:
         self._decoy: str | None = None
 
     def queue_wait(self) -> float:
-        """Seconds the hashes already queued or running should take to finish, by the measured rate."""
-        return self.pending / self.workers * self.hash_seconds
+        """Seconds a new hash should wait for a free worker, by the measured rate (0 when one is idle)."""
+        ahead = self.pending - self.workers + 1  # hashes that must finish before a worker is free
+        return max(0, ahead) / self.workers * self.hash_seconds
 
     def _admit(self) -> None:
-        """Refuse a hash that would wait past ``max_wait`` (or overfill the queue): answered now, not in minutes."""
-        ahead = self.queue_wait()
-        if self.pending >= self.max_queue or ahead + self.hash_seconds > self.max_wait:
+        """Refuse a hash that would queue past ``max_wait`` (or overfill the queue): answered now, not in minutes.
+
+        A hash that finds a worker idle always runs, however slow hashing is on this machine.
+        """
+        wait = self.queue_wait()
+        if self.pending >= self.max_queue or wait > self.max_wait:
             self.refused += 1
             raise RateLimited(
                 f"the server is busy hashing passwords ({self.pending} queued, about {self.hash_seconds:.2f} s "
-                f"per hash): try again in a moment", max(ahead, self.hash_seconds))
+                f"per hash): try again in a moment", wait - self.max_wait + self.hash_seconds)
 
     async def _hashing(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the hashing pool if the queue has room; measure its cost for the estimate."""
