@@ -16,6 +16,7 @@ import labtools
 from labtools.apps.chat import ChatLimits
 from labtools.apps.chat.accounts import UnsafeSecretFile, load_secret
 from labtools.apps.chat.presence import CLOSE_TOO_MANY
+from labtools.apps.chat.throttle import is_loopback
 from labtools.events import AckError, EventClient
 from labtools.sim.chat_users import ChatUser
 
@@ -131,6 +132,25 @@ def test_failures_close_an_account_for_a_doubling_window_that_expires(tmp_path) 
     chat.stop()
 
 
+def test_many_sockets_at_once_get_no_more_guesses_at_one_account_than_one_socket(tmp_path) -> None:
+    limits = ChatLimits(account_failures=3, lockout_base=60)
+    chat = serve(tmp_path, "crowd-guess", limits=limits)
+
+    async def main() -> list[list[str]]:
+        pedro = await ChatUser("Pedro").sign_up(chat.url)
+        sockets = [await EventClient.connect(chat.url) for _ in range(30)]
+        rounds = [await asyncio.gather(*(code_of(s, "login", wrong(pedro.email)) for s in sockets)) for _ in range(5)]
+        for socket in sockets:
+            await socket.aclose()
+        return rounds
+
+    rounds = run(main())
+    guesses = sum(codes.count("unauthorized") for codes in rounds)
+    assert guesses == 3 == chat.server.account_failures.failures("pedro@example.com")  # 150 tries, 3 checked
+    assert rounds[-1] == ["rate-limited"] * 30  # the window is closed: not one more guess
+    chat.stop()
+
+
 def test_failures_per_address_count_except_from_loopback(tmp_path) -> None:
     counted = serve(tmp_path, "by-address", limits=ChatLimits(address_failures=3, exempt=lambda address: False))
     loopback = serve(tmp_path, "loopback", limits=ChatLimits(address_failures=3))
@@ -146,6 +166,7 @@ def test_failures_per_address_count_except_from_loopback(tmp_path) -> None:
     assert run(failures(counted.url, 4)) == ["unauthorized"] * 3 + ["rate-limited"]
     # Binder's proxy and the lessons' crowds are all 127.0.0.1: that address is never blamed.
     assert run(failures(loopback.url, 8)) == ["unauthorized"] * 8
+    assert is_loopback("::1") and is_loopback("::ffff:127.0.0.1") and not is_loopback("203.0.113.7")
     assert run(ChatUser("Carla").sign_up(loopback.url)).uid
     counted.stop()
     loopback.stop()

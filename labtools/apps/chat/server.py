@@ -32,7 +32,15 @@ from urllib.parse import parse_qs
 from ...events import Client, EventError, EventServer
 from ...events.server import require
 from ...measure.metrics import Trace
-from .accounts import MAX_HASH_QUEUE, MAX_HASH_WAIT_S, SECRET_ENV, TOKEN_TTL_S, Accounts, load_secret
+from .accounts import (
+    MAX_HASH_QUEUE,
+    MAX_HASH_WAIT_S,
+    SECRET_ENV,
+    TOKEN_TTL_S,
+    Accounts,
+    RateLimited,
+    load_secret,
+)
 from .presence import Presence
 from .store import MAX_ID, EmailTaken, Store
 from .throttle import AttemptBucket, FailureThrottle, is_loopback
@@ -118,6 +126,9 @@ class ChatServer:
         self.presence = Presence(self.events, self.users, window=limits.presence_window,
                                  max_sockets=limits.max_sockets)
         self.account_failures = self._failures("account", limits.account_failures)
+        # Emails with a login being checked now: one at a time per account, so that a crowd of
+        # sockets cannot get many guesses past the failure count before its window closes.
+        self._checking: set[str] = set()
         self.address_failures = self._failures("address", limits.address_failures)
         self._temporary = temporary
         self._closed = False
@@ -264,9 +275,16 @@ class ChatServer:
                 "login takes a string 'email' and 'password'")
         email = _email(email)
         address = self._may_try(client, email)
-        found = await self.store.credentials(email)
-        uid, password_hash = found if found is not None else (None, None)
-        ok = await self.accounts.verify(password_hash, password)
+        if email in self._checking:
+            raise RateLimited("a login for this account is being checked already: try again in a moment",
+                              self.accounts.hash_seconds)
+        self._checking.add(email)
+        try:
+            found = await self.store.credentials(email)
+            uid, password_hash = found if found is not None else (None, None)
+            ok = await self.accounts.verify(password_hash, password)
+        finally:
+            self._checking.discard(email)
         if not (ok and uid in self.users):
             # Unknown emails count too, so a lockout does not tell which emails have accounts.
             self.account_failures.failed(email)

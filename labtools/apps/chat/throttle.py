@@ -93,9 +93,12 @@ class FailureThrottle:
 def is_loopback(address: str) -> bool:
     """True for 127.0.0.0/8 and ::1 (and anything that is not an IP, such as a Unix socket)."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # a dual-stack listener
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 class AttemptBucket:
