@@ -134,3 +134,43 @@ def test_the_page_authenticates_with_an_auth_event_never_in_the_url(browser, tmp
     finally:
         context.close()
         chat.stop()
+
+
+def test_the_page_follows_presence_by_user_status_and_stays_out_after_4001(browser, tmp_path) -> None:
+    """The page subscribes to presence deltas after auth; a user-status turns a dot on and off.
+    Closed with 4001 (one socket too many for its user), it says so and does not reconnect,
+    which would close the user's other socket in turn."""
+    import json
+    import time
+
+    from labtools.apps.chat import ChatLimits
+    from labtools.events import EventClient
+    from labtools.sim.chat_users import ChatUser
+
+    chat = labtools.serve("chat", name="browser-presence", db=str(tmp_path / "chat.db"), fast_hashing=True,
+                          limits=ChatLimits(max_sockets=1))
+    context = browser.new_context()
+    page = context.new_page()
+    sent: list[dict] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    try:
+        sign_up(page, chat.url, "Ana")
+        assert [f["event"] for f in sent][:3] == ["sign-up", "auth", "subscribe-presence"]
+        pedro = ChatUser("Pedro")
+        labtools.run(pedro.sign_up(chat.url))
+        page.wait_for_selector("#users li.online:has-text('Pedro')")
+        labtools.run(pedro.disconnect())
+        page.wait_for_selector("#users li.offline:has-text('Pedro')")
+
+        token = page.evaluate("JSON.parse(sessionStorage.getItem('labtools-chat')).token")
+        other_tab = labtools.run(EventClient.connect(chat.url))
+        labtools.run(other_tab.request("auth", {"token": token}))
+        page.wait_for_selector("#notice:has-text('too many chat tabs')")
+        time.sleep(3)  # events.js' backoff would have reconnected (and closed other_tab) by now
+        assert not other_tab.closed
+        ana = next(uid for uid, user in chat.server.users.items() if user["name"] == "Ana")
+        assert labtools.runtime.call(lambda: len(chat.server.connections[ana])) == 1  # on the loop thread
+        labtools.run(other_tab.aclose())
+    finally:
+        context.close()
+        chat.stop()

@@ -218,27 +218,37 @@ def test_typing_goes_to_the_recipient_only_and_is_not_stored(chat) -> None:
 
 
 def test_presence_counts_users_not_sockets(chat) -> None:
+    """A socket that never subscribed to deltas (Pedro's ``watcher``) follows presence with user-list."""
+
     def online(user_list: list[dict]) -> dict[str, bool]:
         return {u["name"]: u["online"] for u in user_list}
 
     async def main() -> None:
         pedro, ana = await users(chat.url, "Pedro", "Ana")
-        both = await pedro.socket.wait_for("user-list", where=lambda d: len(d) == 2 and all(u["online"] for u in d))
+        watcher = await EventClient.connect(chat.ws_url)
+        await watcher.request("auth", {"token": pedro.token})
+        both = await watcher.wait_for("user-list", where=lambda d: len(d) == 2 and all(u["online"] for u in d))
         assert online(both) == {"Pedro": True, "Ana": True}
         second_tab = await EventClient.connect(chat.ws_url + "?token=" + ana.token)
         assert online(await second_tab.wait_for("user-list"))["Ana"] is True
-        before = len(pedro.socket.events("user-list"))
-        await asyncio.sleep(0.05)
-        assert len(pedro.socket.events("user-list")) == before  # a second tab changes nothing for others
+        await asyncio.sleep(3 * chat.server.presence.window)
+        before = len(watcher.events("user-list"))
+        await asyncio.sleep(3 * chat.server.presence.window)
+        assert len(watcher.events("user-list")) == before  # a second tab changes nothing for others
         await ana.disconnect()
-        await asyncio.sleep(0.05)
-        assert len(pedro.socket.events("user-list")) == before  # still online in the other tab
+        await asyncio.sleep(3 * chat.server.presence.window)
+        assert len(watcher.events("user-list")) == before  # still online in the other tab
+        assert pedro.online() == {"Pedro": True, "Ana": True}
         # The second tab is Ana too: a message to her reaches it.
         await pedro.send(ana, "to every tab")
         assert (await second_tab.wait_for("personal-message"))["message"] == "to every tab"
         await second_tab.aclose()
-        gone = await pedro.socket.wait_for("user-list", where=lambda d: online(d).get("Ana") is False)
+        gone = await watcher.wait_for("user-list", where=lambda d: online(d).get("Ana") is False)
         assert online(gone) == {"Pedro": True, "Ana": False}
+        # Pedro's ChatUser subscribed to deltas: the same news came as one user-status.
+        await pedro.wait_for_presence(lambda d: online(d).get("Ana") is False)
+        assert pedro.socket.events("user-status")[-1] == {"uid": ana.uid, "name": "Ana", "online": False}
+        await watcher.aclose()
 
     run(main())
 

@@ -1,7 +1,9 @@
 """Simulated chat users for lesson 08, the tests and the benchmark.
 
-``ChatUser`` is what a browser tab does, in Python: sign up or log in, authenticate the socket
-with the ``auth`` event, send private messages with a ``clientId`` and retry on a lost
+``ChatUser`` is what a browser tab does, in Python: sign up or log in (waiting and retrying
+when the server answers ``rate-limited`` with a ``retryAfter``), authenticate the socket with
+the ``auth`` event, follow presence with ``subscribe-presence`` (one ``user-status`` per
+change rather than whole lists), send private messages with a ``clientId`` and retry on a lost
 acknowledgement, and catch up with ``history``/``after`` after being offline. ``LossyLink`` is
 the "unreliable network": it drops a chosen share of the acknowledgements a socket receives,
 which is exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
@@ -12,14 +14,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..apps.chat.accounts import password_hasher
 from ..events import AckError, EventClient
 from ..measure.metrics import LatencyLog, Trace
+
+#: Seconds a sign-up or login may take before the user gives up (argon2 is slow on purpose).
+ENTER_TIMEOUT = 10.0
+#: How many times a sign-up or login is sent again after ``rate-limited``.
+RATE_LIMITED_ATTEMPTS = 8
+
+
+@functools.cache
+def argon2_seconds() -> float:
+    """One argon2 hash at the server's default cost, timed on this machine (measured once)."""
+    hasher = password_hasher(fast=False)
+    start = time.perf_counter()
+    hasher.hash("a password to time")
+    return time.perf_counter() - start
+
+
+def why_slow(event: str) -> str:
+    """What a learner should know when ``event`` got no answer in time."""
+    if event in ("sign-up", "login"):
+        return (f"the server hashes passwords with argon2, which takes ~{argon2_seconds():.2f} s per hash on "
+                "this machine, one hash per core at a time, so many sign-ups at once wait their turn; pass a "
+                "longer timeout, or serve the chat with fast_hashing=True for crowds")
+    return "the server is busy or unreachable (is it still running?)"
 
 
 class LossyLink:
@@ -71,7 +99,11 @@ class ChatUser:
         self.client: EventClient | None = None
         self.inbox: list[tuple[float, dict[str, Any]]] = []  # (perf_counter, message) of every delivery
         self.retries = 0
+        self.rate_limited = 0  # sign-ups and logins the server asked to retry later
+        # Every state of presence this user has seen: the first user-list, then one per user-status.
         self.user_lists: list[list[dict[str, Any]]] = []
+        self._retry_after: float | None = None  # the last rate-limited error's retryAfter
+        self._presence_changed = asyncio.Event()
 
     # ----- the socket ---------------------------------------------------------------------
 
@@ -79,39 +111,78 @@ class ChatUser:
         """A new socket (closing the old one), behind this user's lossy link (off until signed in)."""
         await self.disconnect()
         self.link.drop_acks = 0.0
-        client = EventClient(self.name, self.trace, intercept=self.link)
+        client = EventClient(self.name, self.trace, intercept=self._intercept)
         client.on("personal-message", lambda message: self.inbox.append((time.perf_counter(), message)))
-        client.on("user-list", self.user_lists.append)
+        client.on("user-list", self._seen_list)
+        client.on("user-status", self._seen_status)
         await client.open(url)
         self.client = client
         return client
 
-    async def sign_up(self, url: str) -> ChatUser:
+    def _intercept(self, frame: Any) -> bool:
+        """Note a ``rate-limited`` answer's ``retryAfter`` (the client keeps only code and message)."""
+        if isinstance(frame, dict) and isinstance(frame.get("error"), dict):
+            error = frame["error"]
+            if error.get("code") == "rate-limited" and isinstance(error.get("retryAfter"), (int, float)):
+                self._retry_after = float(error["retryAfter"])
+        return self.link(frame)
+
+    async def sign_up(self, url: str, *, timeout: float = ENTER_TIMEOUT) -> ChatUser:
         """Sign up on a fresh socket, then authenticate that socket with the token (as the page does)."""
         client = await self.open_socket(url)
-        account = await client.request("sign-up", {"name": self.name, "email": self.email, "password": self.password})
+        fields = {"name": self.name, "email": self.email, "password": self.password}
+        account = await self._ask_patiently(client, "sign-up", fields, timeout)
         await self._authenticate(client, account)
         return self
 
-    async def log_in(self, url: str) -> ChatUser:
+    async def log_in(self, url: str, *, timeout: float = ENTER_TIMEOUT) -> ChatUser:
         client = await self.open_socket(url)
-        account = await client.request("login", {"email": self.email, "password": self.password})
+        account = await self._ask_patiently(client, "login", {"email": self.email, "password": self.password}, timeout)
         await self._authenticate(client, account)
         return self
 
-    async def enter(self, url: str) -> ChatUser:
+    async def enter(self, url: str, *, timeout: float = ENTER_TIMEOUT) -> ChatUser:
         """Log in, or sign up first if there is no such account yet (so a re-run cell works)."""
         try:
-            return await self.log_in(url)
+            return await self.log_in(url, timeout=timeout)
         except AckError as error:
             if error.code != "unauthorized":
                 raise
-            return await self.sign_up(url)
+            return await self.sign_up(url, timeout=timeout)
+
+    async def _ask_patiently(self, client: EventClient, event: str, data: Any, timeout: float) -> Any:
+        """``request``, sent again after each ``rate-limited`` once its ``retryAfter`` has passed.
+
+        At most ``RATE_LIMITED_ATTEMPTS`` tries; each wait gets up to half again at random, so
+        that users refused together do not all come back at the same instant.
+        """
+        for _attempt in range(RATE_LIMITED_ATTEMPTS - 1):
+            self._retry_after = None
+            try:
+                return await self._ask(client, event, data, timeout)
+            except AckError as error:
+                if error.code != "rate-limited":
+                    raise
+                self.rate_limited += 1
+                wait = self._retry_after if self._retry_after is not None else 1.0
+                await asyncio.sleep(wait * (1 + 0.5 * self.link.random.random()))
+        return await self._ask(client, event, data, timeout)
+
+    async def _ask(self, client: EventClient, event: str, data: Any, timeout: float) -> Any:
+        """``client.request`` whose timeout says what got no answer, and why that may be."""
+        try:
+            return await client.request(event, data, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{event} of {self.name} got no answer in {timeout:g} s: {why_slow(event)}") from None
 
     async def _authenticate(self, client: EventClient, account: dict[str, Any]) -> None:
         self.uid, self.token = account["user"]["uid"], account["token"]
-        await client.request("auth", {"token": self.token})
-        await client.wait_for("user-list")
+        await self._join(client)
+
+    async def _join(self, client: EventClient) -> None:
+        """Authenticate ``client`` with the token, then follow presence as deltas (as the page does)."""
+        await self._ask(client, "auth", {"token": self.token}, ENTER_TIMEOUT)
+        self._seen_list(await self._ask(client, "subscribe-presence", None, ENTER_TIMEOUT))
         self.link.drop_acks = self.drop_acks
 
     async def connect(self, url: str) -> ChatUser:
@@ -120,11 +191,45 @@ class ChatUser:
         The token goes in an ``auth`` event, not in the URL (``?token=`` still works, but URLs
         end up in logs).
         """
-        client = await self.open_socket(url)
-        await client.request("auth", {"token": self.token})
-        await client.wait_for("user-list")
-        self.link.drop_acks = self.drop_acks
+        await self._join(await self.open_socket(url))
         return self
+
+    # ----- presence -----------------------------------------------------------------------
+
+    def _seen_list(self, user_list: list[dict[str, Any]]) -> None:
+        self.user_lists.append(user_list)
+        self._presence_changed.set()
+
+    def _seen_status(self, status: dict[str, Any]) -> None:
+        """Apply one ``user-status`` to the last list seen (a new user is appended)."""
+        current = list(self.user_lists[-1]) if self.user_lists else []
+        index = next((i for i, user in enumerate(current) if user["uid"] == status["uid"]), None)
+        if index is None:
+            current.append(status)
+        else:
+            current[index] = status
+        self._seen_list(current)
+
+    def online(self) -> dict[str, bool]:
+        """Who this user currently sees online, by name."""
+        return {user["name"]: user["online"] for user in (self.user_lists[-1] if self.user_lists else [])}
+
+    async def wait_for_presence(
+        self, where: Callable[[list[dict[str, Any]]], bool], timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The first user list seen (the current one included) for which ``where(list)`` holds."""
+
+        async def until() -> list[dict[str, Any]]:
+            while not (self.user_lists and where(self.user_lists[-1])):
+                self._presence_changed.clear()
+                await self._presence_changed.wait()
+            return self.user_lists[-1]
+
+        try:
+            return await asyncio.wait_for(until(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: presence did not change as expected in {timeout:g} s "
+                               f"(now seen online: {self.online()})") from None
 
     async def disconnect(self) -> None:
         if self.client is not None:
@@ -154,7 +259,8 @@ class ChatUser:
                 continue
             self._traced(f"ack: stored #{stored['id']}")
             return stored
-        raise TimeoutError(f"{self.name}: no acknowledgement after {attempts} attempts")
+        raise TimeoutError(f"{self.name}: no acknowledgement of a personal-message after {attempts} attempts of "
+                           f"{timeout:g} s each: {why_slow('personal-message')}")
 
     async def typing(self, to: ChatUser) -> None:
         await self.socket.emit("typing", {"to": to.uid})
@@ -176,7 +282,8 @@ class ChatUser:
                 continue
             self._traced(f"ack: {len(messages)} messages")
             return messages
-        raise TimeoutError(f"{self.name}: no history after {attempts} attempts")
+        raise TimeoutError(f"{self.name}: no answer to history after {attempts} attempts of {timeout:g} s each: "
+                           f"{why_slow('history')}")
 
     def _traced(self, label: str) -> None:
         """Acknowledgements go into the trace too: the sequence diagram shows what came back."""

@@ -1,7 +1,8 @@
 """The private chat app (PROTOCOL.md ``chat``): ``accounts`` (passwords and tokens), ``store``
-(SQLite off the event loop) and ``server`` (the events). ``build`` is what ``serve("chat")``
+(SQLite off the event loop), ``presence`` (who is online, coalesced), ``throttle`` (slowing
+password guessing) and ``server`` (the events and their ``ChatLimits``). ``build`` is what ``serve("chat")``
 and ``python -m labtools serve chat --db PATH`` call."""
 
-from .server import ChatServer, build
+from .server import ChatLimits, ChatServer, build
 
-__all__ = ["ChatServer", "build"]
+__all__ = ["ChatLimits", "ChatServer", "build"]

@@ -9,11 +9,17 @@ Why WAL with ``synchronous=NORMAL``: a commit is then a write to the log without
 so storing a message costs microseconds, and a committed message survives the server process
 dying or restarting (what the lesson shows). Only a power cut can lose the last commits; a
 bank would pay for ``synchronous=FULL``, a course chat does not.
+
+Why mode 0600: the file holds password hashes, emails and private messages. The database is
+created readable by its owner only, before SQLite opens it, and SQLite gives the WAL and
+shared-memory files it creates the database's mode; files left by an older, looser version
+are tightened when the store opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,6 +50,9 @@ CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (pair, id);
 """
 
 MESSAGE_COLUMNS = "id, sender, recipient, body, created_at, client_id"
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger one cannot even be bound to a query
+PRIVATE = 0o600
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 class EmailTaken(Exception):
@@ -87,12 +96,27 @@ class Store:
         await self._run(self._open)
 
     def _open(self) -> None:
+        on_disk = self.path != ":memory:" and not self.path.startswith("file:")
+        if on_disk:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE))  # exists, 0600, before SQLite
         db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: one statement, one commit
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
         self._db = db
+        if on_disk:
+            self._tighten()
+
+    def _tighten(self) -> None:
+        """Make the database and its side files owner-only (older files may be world-readable)."""
+        for suffix in SIDE_FILES:
+            path = self.path + suffix
+            try:
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, PRIVATE)
+            except FileNotFoundError:
+                continue
 
     async def close(self) -> None:
         """Close the connection on its own thread, then stop the thread (idempotent)."""

@@ -15,6 +15,7 @@ let peer = null; // uid of the open conversation
 let shown = new Map(); // message id -> <li> of the open conversation
 let lastId = null; // the newest message id shown in the open conversation
 let authenticated = false;
+let evicted = false; // closed with 4001: this user opened too many tabs, and this one was the oldest
 let catchUpDue = false;
 let typingTimer = null;
 let lastTypingSent = 0;
@@ -41,15 +42,16 @@ function showChat(visible) {
 
 // ----- accounts --------------------------------------------------------------------------
 
-// Authenticate this connection with the stored token. A refused token (expired, or signed by
-// another install) is forgotten and the login form shows; offline or timed out, the next
-// connection tries again.
+// Authenticate this connection with the stored token, then follow presence as deltas: the
+// subscribe-presence acknowledgement is the whole list, and each change afterwards is one
+// user-status instead of a new list. A refused token (expired, or signed by another install)
+// is forgotten and the login form shows; offline or timed out, the next connection tries again.
 async function authenticate() {
   if (!account) return;
   const token = account.token;
   try {
     await socket.request("auth", { token: token }, 10000);
-    authenticated = true; // the user-list that comes with it shows the chat
+    users = await socket.request("subscribe-presence", null, 10000);
   } catch (error) {
     if (!account || account.token !== token) return; // logged out or in again meanwhile
     if (!error.code) {
@@ -60,6 +62,16 @@ async function authenticate() {
     authenticated = false;
     showChat(false);
     $("auth-error").textContent = error.message;
+    return;
+  }
+  if (!account || account.token !== token) return;
+  authenticated = true;
+  showChat(true);
+  renderUsers();
+  if (catchUpDue) {
+    catchUpDue = false;
+    catchUp();
+    flushOutbox();
   }
 }
 
@@ -68,7 +80,8 @@ async function enter(event, data) {
   try {
     save(await socket.request(event, data, 10000));
   } catch (error) {
-    $("auth-error").textContent = error.message;
+    const wait = error.code === "rate-limited" && error.retryAfter ? ` (${Math.ceil(error.retryAfter)} s)` : "";
+    $("auth-error").textContent = error.message + wait;
     return;
   }
   await authenticate();
@@ -95,26 +108,48 @@ $("logout").addEventListener("click", () => {
 
 // The first "connect" listener, so auth goes out before anything else on every (re)connection.
 socket.on("connect", () => {
+  if (evicted) {
+    socket.close(); // the reconnection events.js scheduled: stay out, or another tab would be closed
+    return;
+  }
+  watchEviction(socket.ws);
   authenticated = false;
   catchUpDue = true;
   if (account) authenticate();
   else showChat(false);
 });
 
+// Close code 4001: the server closed this tab's socket because the same user opened too many
+// (PROTOCOL.md, the chat's limits). Reconnecting would close the next oldest tab, and so on
+// forever, so this tab stays offline and says why until it is reloaded.
+function watchEviction(ws) {
+  ws.addEventListener("close", (event) => {
+    if (event.code !== 4001) return;
+    evicted = true;
+    authenticated = false;
+    const notice = $("notice");
+    notice.textContent = "This tab was disconnected: you have too many chat tabs open (" + event.reason +
+      "). Close some, then reload this one.";
+    notice.hidden = false;
+  });
+}
+
 socket.on("disconnect", () => {
   authenticated = false;
 });
 
+// The list sent with authentication, before subscribe-presence is acknowledged.
 socket.on("user-list", (list) => {
   users = list;
-  authenticated = true;
-  showChat(true);
+  if (authenticated) renderUsers();
+});
+
+// One user's change (a new account arrives offline); applied to the list in place.
+socket.on("user-status", (status) => {
+  const index = users.findIndex((user) => user.uid === status.uid);
+  if (index === -1) users = [...users, status];
+  else users = users.map((user, i) => (i === index ? status : user));
   renderUsers();
-  if (catchUpDue) {
-    catchUpDue = false;
-    catchUp();
-    flushOutbox();
-  }
 });
 
 function renderUsers() {

@@ -1,0 +1,130 @@
+"""Who is online: each user's open sockets, capped, and presence news coalesced.
+
+Why coalesced: a change of presence concerns every online socket, so sending the whole
+``user-list`` at each change costs (changes × users × sockets) bytes: a few accounts
+cycling their connections can push gigabytes to a hundred listeners. Changes are instead
+collected for ``window`` seconds and then announced once: the latest ``user-list`` to each
+socket that takes lists, and one ``user-status`` per changed user to each socket that
+subscribed to deltas. However fast the changes come, a socket gets at most one list, or one
+status per user, per window.
+
+Why a cap on sockets per user: each socket is a share of the server's memory and of every
+broadcast. A user opening one more than ``max_sockets`` has their oldest socket closed with
+``CLOSE_TOO_MANY`` (4001), which a page can tell apart from a network failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ...events import Client, EventServer
+
+#: The close code of a socket closed because its user opened too many (an application code).
+CLOSE_TOO_MANY = 4001
+CLOSE_TOO_MANY_REASON = "too many connections for this user"
+LISTS = "presence:lists"  # authenticated sockets that receive user-list (the default)
+DELTAS = "presence:deltas"  # sockets that sent subscribe-presence: user-status instead
+
+
+class Presence:
+    """Users' open sockets and the coalesced ``user-list`` / ``user-status`` announcements."""
+
+    def __init__(self, events: EventServer, users: dict[str, dict[str, str]], *, window: float,
+                 max_sockets: int) -> None:
+        if window < 0 or max_sockets < 1:
+            raise ValueError("the presence window must be >= 0 and max_sockets at least 1")
+        self.events = events
+        self.users = users  # the chat's registered users (shared, not copied)
+        self.window = window
+        self.max_sockets = max_sockets
+        self.connections: dict[str, dict[Client, None]] = {}  # uid -> open sockets, oldest first
+        self.evicted = 0
+        self._changed: dict[str, None] = {}  # uids whose presence changed since the last announcement
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task] = set()
+
+    def sockets(self, uid: str) -> list[Client]:
+        return list(self.connections.get(uid, ()))
+
+    def user_list(self) -> list[dict[str, Any]]:
+        return [self.status(uid) for uid in self.users]
+
+    def status(self, uid: str) -> dict[str, Any]:
+        return {"uid": uid, "name": self.users[uid]["name"], "online": uid in self.connections}
+
+    # ----- sockets ------------------------------------------------------------------------
+
+    def attach(self, client: Client, uid: str) -> None:
+        """Make ``client`` a socket of ``uid`` (closing the user's oldest past the cap); send it the list."""
+        client.state["uid"] = uid
+        client.name = self.users[uid]["name"]
+        sockets = self.connections.setdefault(uid, {})
+        while len(sockets) >= self.max_sockets:
+            self._evict(sockets, next(iter(sockets)))
+        first = not sockets
+        sockets[client] = None
+        client.join(LISTS)
+        client.emit("user-list", self.user_list())
+        if first:
+            self.changed(uid)
+
+    def detach(self, client: Client) -> None:
+        """Forget a closed socket; its user goes offline with their last one."""
+        uid = client.state.pop("uid", None)
+        if uid is None:
+            return
+        sockets = self.connections.get(uid, {})
+        sockets.pop(client, None)
+        client.leave(LISTS)
+        client.leave(DELTAS)
+        if not sockets:
+            self.connections.pop(uid, None)
+            self.changed(uid)
+
+    def _evict(self, sockets: dict[Client, None], client: Client) -> None:
+        """Detach ``client`` from its user's ``sockets`` now (no more deliveries), then close it."""
+        self.evicted += 1
+        client.state.pop("uid", None)
+        sockets.pop(client, None)
+        client.leave(LISTS)
+        client.leave(DELTAS)
+        task = asyncio.get_running_loop().create_task(
+            client.connection.close(CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def subscribe(self, client: Client) -> list[dict[str, Any]]:
+        """From now on ``client`` gets ``user-status`` per change instead of ``user-list``; the list now."""
+        client.leave(LISTS)
+        client.join(DELTAS)
+        return self.user_list()
+
+    # ----- announcements ------------------------------------------------------------------
+
+    def changed(self, uid: str) -> None:
+        """Note that ``uid``'s presence (or existence) changed; announce it at the end of the window."""
+        self._changed[uid] = None
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.window, self.announce)
+
+    def announce(self) -> None:
+        """Send what changed in the window: one status per changed user, one latest list.
+
+        Each changed user's *current* status is sent, even when it changed back meanwhile: a
+        socket that joined inside the window may have seen the intermediate state.
+        """
+        self._timer = None
+        changed, self._changed = self._changed, {}
+        statuses = [self.status(uid) for uid in changed if uid in self.users]
+        if not statuses:
+            return
+        for status in statuses:
+            self.events.broadcast("user-status", status, to=DELTAS)
+        self.events.broadcast("user-list", self.user_list(), to=LISTS)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
