@@ -493,6 +493,12 @@ def test_every_http_answer_carries_the_security_headers() -> None:
             policy = headers["Content-Security-Policy"]
             assert "default-src 'self'" in policy and "connect-src 'self' ws: wss:" in policy
             assert "frame-ancestors 'self' http://localhost:* http://127.0.0.1:*" in policy
+        # Through a proxy, its host may frame the page too; a header that is not a host adds nothing.
+        for forwarded, expected in (("hub.example", "https://hub.example"), ("x; script-src *", None)):
+            request = urllib.request.Request(server.url, headers={"X-Forwarded-Host": forwarded})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                policy = response.headers["Content-Security-Policy"]
+            assert (expected in policy) if expected else ("script-src *" not in policy), policy
     finally:
         run(server.aclose())
 

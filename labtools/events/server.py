@@ -60,7 +60,7 @@ KEEPALIVE = 20.0
 CONTROL = (Opcode.PING, Opcode.PONG)
 #: Extra origins a browser page may open sockets from (comma-separated), beside the server's own.
 ORIGINS_ENV = "LABTOOLS_ALLOWED_ORIGINS"
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 Handler = Callable[["Client", Any], Any]
 #: The type of an app's state: a small class of its own, kept apart from I/O (``BandBoard``...).
@@ -247,8 +247,12 @@ class _MeteredConnection(ServerConnection):
         self.heard = time.monotonic()
         super().data_received(data)
         transport = self.raw_transport
-        if transport is not None and transport.get_write_buffer_size() > self.events.limits.client_buffer:
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > self.events.limits.client_buffer:
             self.events.drop_slow(transport)
+        elif self.paused:  # websockets' queue may have resumed reading while writes are backed up
+            transport.pause_reading()  # type: ignore[attr-defined]
 
     def process_event(self, event: Event) -> None:
         """Count pings and pongs in the frame budget (websockets answers pings by itself)."""
@@ -552,7 +556,7 @@ class EventServer(Generic[S]):
         ancestors = ["'self'", "http://localhost:*", "http://127.0.0.1:*", *sorted(self.allowed_origins)]
         for host in ", ".join(headers.get_all("X-Forwarded-Host")).split(","):
             host = host.strip()
-            if _HOST.match(host):
+            if _HOST.fullmatch(host):
                 ancestors += [f"http://{host}", f"https://{host}"]
         # 'unsafe-eval': the pages never eval, but Playwright's string predicates (the browser
         # tests) do; inline and foreign scripts, the XSS vectors, stay refused.
