@@ -31,7 +31,17 @@ from .frames import EventError, encode_emit, parse_json
 
 
 class AckError(EventError):
-    """The server answered an acknowledged request with an error."""
+    """The server answered an acknowledged request with an error (``retry_after`` with ``rate-limited``)."""
+
+    @classmethod
+    def from_data(cls, error: Any) -> AckError:
+        """The error object of a failed acknowledgement, as sent (a malformed one still raises)."""
+        if not isinstance(error, dict):
+            return cls("", repr(error))
+        retry_after = error.get("retryAfter")
+        if not isinstance(retry_after, (int, float)) or isinstance(retry_after, bool) or not retry_after >= 0:
+            retry_after = None
+        return cls(str(error.get("code", "")), str(error.get("message", "")), retry_after)
 
 
 class _MeteredClientConnection(ClientConnection):
@@ -140,16 +150,36 @@ class EventClient:
             self.trace.record(self.name, "server", event)
         await self.connection.send(encode_emit(event, data))
 
-    async def request(self, event: str, data: Any = None, timeout: float = 5.0) -> Any:
-        """Emit with an ``id`` and wait for the acknowledgement; raises ``AckError`` or ``TimeoutError``."""
+    async def request(self, event: str, data: Any = None, timeout: float = 5.0, *, retries: int = 0) -> Any:
+        """Emit with an ``id`` and wait for the acknowledgement; raises ``AckError`` or ``TimeoutError``.
+
+        ``retries``: how many times a ``rate-limited`` answer is honoured: the client waits the
+        ``retryAfter`` seconds the server named, then sends the same frame (same ``id``: the
+        refused attempt already had its one answer). ``timeout`` applies to each attempt.
+        """
+        if type(retries) is not int or retries < 0:
+            raise ValueError("retries must be a non-negative integer")
         id = next(self._ids)
+        frame = encode_emit(event, data, id)
+        while True:
+            try:
+                return await self._attempt(event, id, frame, timeout)
+            except AckError as error:
+                if error.code != "rate-limited" or error.retry_after is None or retries == 0:
+                    raise
+                wait = error.retry_after
+            retries -= 1
+            await asyncio.sleep(wait)
+
+    async def _attempt(self, event: str, id: int, frame: str, timeout: float) -> Any:
+        """Send one acknowledged frame and wait for its answer."""
         future = asyncio.get_running_loop().create_future()
         self._pending[id] = future
         self.traffic.request(f"send {event}")
         if self.trace is not None:
             self.trace.record(self.name, "server", event)
         try:
-            await self.connection.send(encode_emit(event, data, id))
+            await self.connection.send(frame)
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(id, None)
@@ -204,8 +234,7 @@ class EventClient:
             future = self._pending.get(frame["ack"])
             if future is not None and not future.done():
                 if "error" in frame:
-                    error = frame["error"]
-                    future.set_exception(AckError(error.get("code", ""), error.get("message", "")))
+                    future.set_exception(AckError.from_data(frame["error"]))
                 else:
                     future.set_result(frame.get("data"))
             self.traffic.request("recv ack")

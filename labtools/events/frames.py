@@ -10,20 +10,38 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
+#: The integers a frame may carry: what a signed 64-bit integer holds (and JavaScript's
+#: ``BigInt64Array``); anything larger is a client bug or a probe, refused as ``bad-json``.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: Digits that can fit in that range: longer numbers are refused before ``int()`` converts them.
+_INT_DIGITS = len(str(INT_MIN))
+#: A lone surrogate cannot be encoded as UTF-8; JSON lets one in through an escape (\ud800).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
 
 class EventError(Exception):
-    """A request the server refuses: sent back to the sender with a PROTOCOL.md code."""
+    """A request the server refuses: sent back to the sender with a PROTOCOL.md code.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``retry_after`` (seconds) goes with ``rate-limited``: when the same frame would be accepted.
+    """
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
-    def as_data(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            data["retryAfter"] = round(self.retry_after, 3)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,44 @@ class Emit:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """``1e400`` parses as infinity, which no JSON encoder can send back: refuse it here."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    """Integers beyond 64 bits are refused before they are converted (a long one costs time)."""
+    if len(text) > _INT_DIGITS:
+        raise ValueError("integer out of range")
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError("integer out of range")
+    return value
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in ``value`` (keys included, at any depth) has a lone surrogate.
+
+    Such a string parses but can never be encoded as UTF-8 again: stored by an app, it would
+    break every later frame that includes it. Iterative, so deep nesting cannot overflow.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def dumps(value: Any) -> str:
@@ -64,11 +120,41 @@ def encode_error(error: EventError) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity and too-deep nesting with ``bad-json``."""
+    """``json.loads`` that refuses with ``bad-json``: NaN/Infinity, numbers that overflow to
+    infinity (``1e400``), integers beyond 64 bits, and nesting too deep to parse."""
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float, parse_int=_bounded_int)
     except (ValueError, RecursionError):
         raise EventError("bad-json", "the frame is not valid JSON") from None
+
+
+def might_hold_surrogate(text: str) -> bool:
+    """A cheap scan of the raw text: only frames that pass it need ``has_lone_surrogate``."""
+    return bool(_SURROGATE_ESCAPE.search(text) or _SURROGATE.search(text))
+
+
+#: Frames refused before parsing (rate limits) that are at most this long are parsed for their id.
+PEEK_LIMIT = 4096
+_TRAILING_ID = re.compile(r'[{,]\s*"id"\s*:\s*([0-9]{1,19})\s*}\s*$')
+
+
+def peek_id(text: str) -> int | None:
+    """The ``id`` of a frame refused before parsing, so that its answer is still a failed ack.
+
+    A short frame is parsed (cheap); a long one is not: its id is read only when it is the
+    last top-level key (``{..., "id": 7}``, as ``encode_emit`` and the pages write it), else the
+    answer is an ``error`` event.
+    """
+    if len(text) <= PEEK_LIMIT:
+        try:
+            frame = parse_json(text)
+        except EventError:
+            return None
+        id = frame.get("id") if isinstance(frame, dict) else None
+        return id if type(id) is int and id >= 0 else None
+    match = _TRAILING_ID.search(text[-64:])
+    id = int(match.group(1)) if match else None
+    return id if id is not None and id <= INT_MAX else None
 
 
 def decode_emit(text: str) -> tuple[Emit | None, EventError | None]:
@@ -89,4 +175,6 @@ def decode_emit(text: str) -> tuple[Emit | None, EventError | None]:
     event = frame.get("event")
     if not isinstance(event, str) or not event:
         return Emit("", None, id), EventError("bad-frame", "the frame needs a string 'event'")
+    if might_hold_surrogate(text) and has_lone_surrogate(frame):
+        return Emit(event, None, id), EventError("invalid-data", "a string holds a lone surrogate (not UTF-8)")
     return Emit(event, frame.get("data"), id), None
