@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import resource
 import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -52,6 +54,20 @@ def raise_file_limit() -> dict[str, int]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(target, UNLIMITED_CAP)), hard))
     now, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return {"soft before": soft, "soft": now, "hard": hard}
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds ``process`` used: from Linux's nanosecond schedstat when there is one
+    (``cpu_times`` counts in clock ticks of 10 ms, too coarse for a one-second step), else psutil."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{process.pid}/task"):
+            with open(f"/proc/{process.pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        times = process.cpu_times()
+        return times.user + times.system
 
 
 def _in_child() -> None:
@@ -92,9 +108,8 @@ class ChildServer:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU seconds the server process has used since it started."""
-        times = self._ps.cpu_times()
-        return times.user + times.system
+        """CPU seconds the server process has used since it started (all its threads)."""
+        return cpu_seconds(self._ps)
 
     def rss(self) -> int:
         """The server process's resident memory, in bytes."""
@@ -142,12 +157,17 @@ async def start_child(
     and the loop's thread lives as long as the runtime.
     """
     command = [sys.executable, "-m", "labtools", "serve", app, "--host", host, "--port", str(port), "--exit-with-stdin"]
+    # The child runs the same labtools as this process, wherever that was imported from.
+    here = str(Path(__file__).resolve().parents[1])
+    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
     process = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
+        env=env,
         preexec_fn=_in_child,  # prctl must run in the child; it takes no locks
     )
     assert process.stdout is not None

@@ -199,8 +199,7 @@ def _percentile_ms(values: list[float], q: float) -> float:
 
 
 def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+    return processes.cpu_seconds(process)
 
 
 def _target(server: Any) -> tuple[str, int, psutil.Process | None]:
