@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import Any
@@ -19,10 +20,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (the default)")
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
+    # labtools.processes: stop when stdin reaches end of file (the parent that holds its pipe died).
+    serve.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-async def serve(app: str, host: str, port: int, db: str | None) -> None:
+def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` once stdin ends: the parent holding the other end of the pipe is gone.
+
+    Works wherever pipes do (Linux, macOS), also when the parent was killed with SIGKILL.
+    """
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            more = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            more = b""
+        if not more:
+            loop.remove_reader(fd)
+            stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+
+
+async def serve(app: str, host: str, port: int, db: str | None, exit_with_stdin: bool = False) -> None:
     options: dict[str, Any] = {"db": db} if db is not None else {}
     if db is not None and app != "chat":
         raise SystemExit(f"--db is for the chat app, not {app!r}")
@@ -31,6 +56,8 @@ async def serve(app: str, host: str, port: int, db: str | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if exit_with_stdin:
+        watch_stdin(loop, stop)
     print(server.url, flush=True)
     try:
         await stop.wait()
@@ -40,6 +67,6 @@ async def serve(app: str, host: str, port: int, db: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    asyncio.run(serve(args.app, args.host, args.port, args.db))
+    asyncio.run(serve(args.app, args.host, args.port, args.db, args.exit_with_stdin))
     sys.stdout.flush()
     return 0

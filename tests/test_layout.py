@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"runtime", "measure", "httphead"},
     {"handmade", "events", "polling"},
     {"apps"},
-    {"serving", "cli", "__main__"},
+    {"serving", "cli", "__main__", "processes"},
     {"sim"},
     {"plots", "exercises"},
     {"__init__"},

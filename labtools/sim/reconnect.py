@@ -1,0 +1,248 @@
+"""Reconnection with exponential backoff and full jitter (lesson 10), and the thundering herd.
+
+``Reconnecting`` keeps one ``EventClient`` connected: when the socket closes it waits, tries
+again, and after each success re-runs ``on_connect`` (join the room again, sign in again).
+The wait before retry ``attempt`` (0, 1, 2...) is
+
+* with full jitter: ``random.uniform(0, min(cap, base * 2**attempt))`` (seeded);
+* without: ``min(cap, base * 2**attempt)``, the same for every client.
+
+``herd(...)`` is lesson 10's experiment: N clients on one server, the server restarted on the
+same port, and the connection attempts counted per 100 ms. Without jitter every client retries
+at the same instants and the server gets the whole crowd at once, again and again; with full
+jitter the attempts spread out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import processes, runtime, serving
+from ..events import EventClient
+
+OnConnect = Callable[[EventClient], Awaitable[Any]]
+
+
+def backoff_delay(
+    attempt: int, *, base: float = 0.1, cap: float = 5.0, jitter: bool = True, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before retry ``attempt`` (0 for the first retry)."""
+    ceiling = min(cap, base * 2**attempt)
+    if not jitter:
+        return ceiling
+    return (rng or random).uniform(0, ceiling)
+
+
+class Reconnecting:
+    """An ``EventClient`` kept connected: see the module's docstring.
+
+    ``attempts`` lists ``(time.monotonic(), attempt number, succeeded)`` for every try after
+    the first connection; ``connections`` counts the sockets opened, the first included.
+    Listeners given to ``on`` are attached again to every new socket.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "client",
+        base: float = 0.1,
+        cap: float = 5.0,
+        jitter: bool = True,
+        seed: int = 0,
+        on_connect: OnConnect | None = None,
+        open_timeout: float = 3.0,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.base = base
+        self.cap = cap
+        self.jitter = jitter
+        self.random = random.Random(seed)
+        self.on_connect = on_connect
+        self.options = {"open_timeout": open_timeout, **options}
+        self.client: EventClient | None = None
+        self.attempts: list[tuple[float, int, bool]] = []
+        self.connections = 0
+        self.connected = asyncio.Event()
+        self._listeners: list[tuple[str, Callable[[Any], Any]]] = []
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    def delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, base=self.base, cap=self.cap, jitter=self.jitter, rng=self.random)
+
+    def on(self, event: str, listener: Callable[[Any], Any]) -> None:
+        self._listeners.append((event, listener))
+        if self.client is not None:
+            self.client.on(event, listener)
+
+    async def _open(self) -> EventClient:
+        client = await EventClient.connect(self.url, name=self.name, **self.options)
+        for event, listener in self._listeners:
+            client.on(event, listener)
+        self.client = client
+        self.connections += 1
+        if self.on_connect is not None:
+            await self.on_connect(client)
+        self.connected.set()
+        return client
+
+    async def start(self) -> Reconnecting:
+        """Connect (the first time without waiting) and keep the connection up from then on."""
+        await self._open()
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+        return self
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            assert self.client is not None
+            await self.client.connection.wait_closed()
+            await self.client.aclose()
+            if self._closing:
+                return
+            self.connected.clear()
+            attempt = 0
+            while not self._closing:
+                await asyncio.sleep(self.delay(attempt))
+                try:
+                    await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.attempts.append((time.monotonic(), attempt, False))
+                    attempt += 1
+                else:
+                    self.attempts.append((time.monotonic(), attempt, True))
+                    break
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.client is not None:
+            await self.client.aclose()
+
+
+# ----- the thundering herd -----------------------------------------------------------------------
+
+
+class _KernelServer:
+    """A minichat on the labtools loop that can come back on the same port."""
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self.server: Any = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> str:
+        self.server = await serving.start(serving.build(self.app), "127.0.0.1", port)
+        self.port = self.server.port
+        return self.server.url
+
+    async def stop(self) -> None:
+        await self.server.aclose()
+
+
+class _ProcessServer:
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self.child: processes.ChildServer | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> str:
+        self.child = await processes.start_child(self.app, port=port)
+        self.port = self.child.port
+        return self.child.url
+
+    async def stop(self) -> None:
+        assert self.child is not None
+        await self.child.aclose()
+
+
+async def aherd(
+    clients: int = 100,
+    *,
+    jitter: bool = True,
+    base: float = 0.1,
+    cap: float = 2.0,
+    downtime: float = 1.0,
+    seconds: float = 4.0,
+    bin_ms: float = 100.0,
+    where: str = "kernel",
+    app: str = "minichat",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One run of the herd (on the labtools loop): see ``herd``."""
+    server: _KernelServer | _ProcessServer = _KernelServer(app) if where == "kernel" else _ProcessServer(app)
+    url = await server.start()
+    port = server.port
+    users = [
+        Reconnecting(url, name=f"u{k}", base=base, cap=cap, jitter=jitter, seed=seed * 100_003 + k)
+        for k in range(clients)
+    ]
+    gate = asyncio.Semaphore(64)
+
+    async def start(user: Reconnecting) -> None:
+        async with gate:
+            await user.start()
+
+    try:
+        await asyncio.gather(*(start(u) for u in users))
+        outage = time.monotonic()
+        await server.stop()
+        await asyncio.sleep(downtime)
+        back = time.monotonic()
+        await server.start(port)
+        deadline = outage + seconds
+        while time.monotonic() < deadline and not all(u.connected.is_set() for u in users):
+            await asyncio.sleep(0.05)
+        all_back = time.monotonic() - outage if all(u.connected.is_set() for u in users) else None
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    finally:
+        await asyncio.gather(*(u.aclose() for u in users), return_exceptions=True)
+        await server.stop()
+    bins = int(seconds * 1000 / bin_ms)
+    tries = [0] * bins
+    successes = [0] * bins
+    for user in users:
+        for at, _attempt, ok in user.attempts:
+            k = int((at - outage) * 1000 / bin_ms)
+            if 0 <= k < bins:
+                tries[k] += 1
+                successes[k] += ok
+    return {
+        "jitter": jitter,
+        "clients": clients,
+        "bin ms": bin_ms,
+        "t": [k * bin_ms / 1000 for k in range(bins)],
+        "attempts": tries,
+        "reconnections": successes,
+        "peak attempts per bin": max(tries),
+        "peak reconnections per bin": max(successes),
+        "total attempts": sum(len(u.attempts) for u in users),
+        "server back at s": back - outage,
+        "all reconnected after s": all_back,
+    }
+
+
+def herd(clients: int = 100, **options: Any) -> dict[str, dict[str, Any]]:
+    """Lesson 10's thundering herd, with and without jitter: ``{"no jitter": run, "jitter": run}``.
+
+    Each run: ``clients`` reconnecting clients on a fresh ``app`` server (``where="kernel"``:
+    on the labtools loop; ``"process"``: a child process), the server stopped for ``downtime``
+    seconds and started again on the same port; each run's ``t``, ``attempts`` and
+    ``reconnections`` lists count per ``bin_ms`` from the outage on, for a plot.
+    """
+    return {
+        "no jitter": runtime.run(aherd(clients, jitter=False, **options)),
+        "jitter": runtime.run(aherd(clients, jitter=True, **options)),
+    }

@@ -1,0 +1,345 @@
+"""Lesson 09's measurement: what N WebSocket clients cost one server, measured from the kernel.
+
+``measure_websocket(server, clients=1000, rate=10, seconds=3)`` connects ``clients`` clients to
+a minichat server (best in a process of its own: ``processes.spawn("minichat")``, so that the
+server's CPU and memory are its own and not the kernel's), lets ``senders`` of them send
+``rate`` messages per second in all (open loop: the schedule does not wait for the server),
+and every client receives every message (PROTOCOL.md's minichat). It reports
+
+* deliveries per second, lost and duplicated deliveries;
+* p50 / p99 latency from send to receipt (the sender stamps ``time.monotonic()``);
+* the server's CPU µs per delivery and CPU seconds per second (from its process counters);
+* the server's RSS per idle connection: (RSS with N idle clients − RSS with none) / N;
+* what the load generator (this kernel) spent: its CPU seconds per second and RSS per client,
+  which says when the *kernel* and not the server is the limit.
+
+Clients: ``client="raw"`` (the default) are lean asyncio protocols that speak just enough
+WebSocket (the upgrade, unmasked server frames, pongs): a few KB and a few µs per delivery
+each. ``client="event"`` uses the course's ``EventClient`` (a ``websockets`` connection, a
+reader task, a record of every frame): fine for hundreds, heavy for thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+from websockets.frames import Frame, Opcode
+
+from .. import processes, runtime
+from ..events import EventClient
+from .cost import Point
+
+CONNECT_AT_ONCE = 64
+
+
+class RawClient(asyncio.Protocol):
+    """Just enough of a WebSocket client: the upgrade, unmasked server frames, pongs."""
+
+    def __init__(self, host: str, port: int, latencies: list[float]) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (
+            f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.latencies = latencies
+        self.buffer = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.received = 0
+        self.record = False
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def connect(cls, host: str, port: int, latencies: list[float]) -> RawClient:
+        loop = asyncio.get_running_loop()
+        _transport, client = await loop.create_connection(lambda: cls(host, port, latencies), host, port)
+        await client.upgraded
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed during the handshake"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded.done():
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(ConnectionError(bytes(buffer[:40]).decode(errors="replace")))
+                return
+            del buffer[: end + 4]
+            self.upgraded.set_result(None)
+        pos, size = 0, len(buffer)
+        while size - pos >= 2:
+            opcode, length, head = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
+            if size - pos < head + length:
+                break
+            payload = buffer[pos + head : pos + head + length]
+            pos += head + length
+            if opcode == 1:
+                self.on_text(payload)
+            elif opcode == 9:
+                self.send_frame(Opcode.PONG, bytes(payload))
+            elif opcode == 8:
+                self.send_frame(Opcode.CLOSE, bytes(payload[:2]))
+        del buffer[:pos]
+
+    def on_text(self, payload: bytearray) -> None:
+        now = time.monotonic()
+        self.received += 1
+        if self.record:
+            start = payload.rfind(b'"sentAt":')
+            if start >= 0:
+                start += 9
+                end = min(i for i in (payload.find(b"}", start), payload.find(b",", start)) if i >= 0)
+                self.latencies.append(now - float(payload[start:end]))
+
+    def send_frame(self, opcode: Opcode, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(Frame(opcode, payload).serialize(mask=True, extensions=[]))
+
+    async def send_text(self, text: str) -> None:
+        self.send_frame(Opcode.TEXT, text.encode())
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class EventLoad:
+    """The same role as ``RawClient``, played by the course's ``EventClient``."""
+
+    def __init__(self, client: EventClient, latencies: list[float]) -> None:
+        self.client = client
+        self.latencies = latencies
+        self.received = 0
+        self.record = False
+        client.on("msg-from-server", self.on_message)
+
+    @classmethod
+    async def connect(cls, host: str, port: int, latencies: list[float]) -> EventLoad:
+        return cls(await EventClient.connect(f"ws://{host}:{port}/", name="load"), latencies)
+
+    def on_message(self, data: Any) -> None:
+        self.received += 1
+        self.client.received.clear()  # the record would grow without bound at scale
+        if self.record and isinstance(data, dict) and "sentAt" in data:
+            self.latencies.append(time.monotonic() - data["sentAt"])
+
+    async def send_text(self, text: str) -> None:
+        await self.client.send_raw(text)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+@dataclass
+class ScaleResult:
+    """What ``measure_websocket`` measured (one row of lesson 09's table)."""
+
+    clients: int
+    client_kind: str
+    rate: float
+    seconds: float
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    deliveries_per_s: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    server_cpu_s_per_s: float = float("nan")
+    server_cpu_us_per_delivery: float = float("nan")
+    server_rss_empty: int = 0
+    server_rss_idle: int = 0
+    server_kb_per_idle_conn: float = float("nan")
+    kernel_cpu_s_per_s: float = float("nan")
+    kernel_kb_per_client: float = float("nan")
+    connect_s: float = 0.0
+
+    def point(self) -> Point:
+        """This measurement as a point for ``cost.calibrate``."""
+        return Point(
+            connections=self.clients,
+            rss_bytes=self.server_rss_idle,
+            deliveries_per_s=self.deliveries_per_s,
+            cpu_s_per_s=self.server_cpu_s_per_s,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentile_ms(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))] * 1000
+
+
+def _cpu(process: psutil.Process) -> float:
+    return processes.cpu_seconds(process)
+
+
+def _target(server: Any) -> tuple[str, int, psutil.Process | None]:
+    """(host, port, the server's process) of a ChildServer, a ServerHandle or a URL."""
+    url = server if isinstance(server, str) else server.url
+    host_port = url.split("//", 1)[-1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    pid = getattr(server, "pid", None)
+    if pid is None and not isinstance(server, str):
+        pid = os.getpid()  # a server on the labtools loop: its costs are mixed with the clients'
+    return host, int(port), psutil.Process(pid) if pid else None
+
+
+async def ameasure_websocket(
+    server: Any,
+    clients: int = 1000,
+    rate: float = 10.0,
+    seconds: float = 3.0,
+    *,
+    senders: int = 10,
+    client: str = "raw",
+    settle: float = 1.0,
+    grace: float = 3.0,
+) -> ScaleResult:
+    """``measure_websocket`` on the labtools loop."""
+    kinds = {"raw": RawClient, "event": EventLoad}
+    if client not in kinds:
+        raise ValueError(f"client={client!r}: one of {sorted(kinds)}")
+    kind = kinds[client]
+    host, port, process = _target(server)
+    me = psutil.Process()
+    result = ScaleResult(clients, client, rate, seconds)
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+    load: list[Any] = []
+
+    async def one() -> Any:
+        async with gate:
+            return await kind.connect(host, port, latencies)
+
+    try:
+        # Warm the server's code paths (first connection, first broadcast) before the baseline.
+        warm = [await kind.connect(host, port, latencies)]
+        await warm[0].send_text(_message("warm-up"))
+        await asyncio.sleep(0.3)
+        await warm[0].aclose()
+        await asyncio.sleep(0.5)
+        if process is not None:
+            result.server_rss_empty = process.memory_info().rss
+        my_rss0 = me.memory_info().rss
+        started = time.monotonic()
+        load = list(await asyncio.gather(*(one() for _ in range(clients))))
+        result.connect_s = time.monotonic() - started
+        await asyncio.sleep(settle)
+        if process is not None:
+            result.server_rss_idle = process.memory_info().rss
+            result.server_kb_per_idle_conn = (result.server_rss_idle - result.server_rss_empty) / clients / 1024
+        result.kernel_kb_per_client = (me.memory_info().rss - my_rss0) / clients / 1024
+
+        # The broadcast: open loop, ``rate`` messages per second from ``senders`` clients.
+        talkers = load[: max(1, min(senders, clients))]
+        before = [c.received for c in load]
+        for c in load:
+            c.record = True
+        loop = asyncio.get_running_loop()
+        cpu0 = _cpu(process) if process is not None else 0.0
+        my_cpu0 = _cpu(me)
+        start = loop.time()
+        total = max(1, round(rate * seconds))
+        k = 0
+        while k < total:
+            delay = start + k / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            while k < total and start + k / rate <= now:
+                await talkers[k % len(talkers)].send_text(_message(f"message {k}"))
+                k += 1
+        expected = total * len(load)
+        deadline = loop.time() + grace
+        while loop.time() < deadline:
+            if sum(c.received for c in load) - sum(before) >= expected:
+                break
+            await asyncio.sleep(0.02)
+        elapsed = loop.time() - start
+        for c in load:
+            c.record = False
+        counts = [c.received - b for c, b in zip(load, before, strict=True)]
+        result.sent = total
+        result.delivered = sum(counts)
+        result.lost = sum(max(0, total - n) for n in counts)
+        result.duplicated = sum(max(0, n - total) for n in counts)
+        result.deliveries_per_s = result.delivered / elapsed
+        result.p50_ms = _percentile_ms(latencies, 50)
+        result.p99_ms = _percentile_ms(latencies, 99)
+        result.kernel_cpu_s_per_s = (_cpu(me) - my_cpu0) / elapsed
+        if process is not None:
+            result.server_cpu_s_per_s = (_cpu(process) - cpu0) / elapsed
+            if result.delivered:
+                result.server_cpu_us_per_delivery = (_cpu(process) - cpu0) / result.delivered * 1e6
+    finally:
+        await asyncio.gather(*(c.aclose() for c in load), return_exceptions=True)
+    return result
+
+
+def _message(text: str) -> str:
+    return json.dumps({"event": "msg-to-server", "data": {"text": text, "sentAt": time.monotonic()}})
+
+
+def measure_websocket(
+    server: Any = None,
+    clients: int = 1000,
+    rate: float = 10.0,
+    seconds: float = 3.0,
+    *,
+    senders: int = 10,
+    client: str = "raw",
+    settle: float = 1.0,
+    grace: float = 3.0,
+) -> ScaleResult:
+    """Measure a minichat ``server`` (a ``ChildServer``, a ``ServerHandle`` or a URL) under
+    ``clients`` clients and ``rate`` broadcasts per second for ``seconds``; see the module.
+
+    With ``server=None`` a minichat is spawned in a child process for the run and stopped after:
+    use a fresh server for the memory figure, since a process reuses the memory that earlier
+    connections freed without giving it back (RSS does not shrink).
+    The open-file limit is raised first (each client is a socket in this kernel). A delivery
+    counts as lost when it has not arrived ``grace`` seconds after the last send: past the
+    saturation point (or on a machine whose cores are busy with something else) "lost" means
+    "too late", and both CPU columns show the share of a core each process actually got.
+    """
+    processes.raise_file_limit()
+    if server is None:
+        child = processes.spawn("minichat", name="measure-websocket")
+        try:
+            return measure_websocket(
+                child, clients, rate, seconds, senders=senders, client=client, settle=settle, grace=grace
+            )
+        finally:
+            child.stop()
+    return runtime.run(
+        ameasure_websocket(server, clients, rate, seconds, senders=senders, client=client, settle=settle, grace=grace)
+    )

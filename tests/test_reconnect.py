@@ -1,0 +1,66 @@
+"""``labtools.sim.reconnect``: backoff with full jitter, a client kept connected, the herd."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from labtools import runtime, serving
+from labtools.sim.reconnect import Reconnecting, backoff_delay, herd
+
+
+def test_backoff_doubles_up_to_the_cap_and_jitter_stays_below_it() -> None:
+    assert [backoff_delay(a, base=0.1, cap=1.0, jitter=False) for a in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    rng = random.Random(7)
+    delays = [backoff_delay(a, base=0.1, cap=1.0, rng=rng) for a in range(200)]
+    assert all(0 <= d <= min(1.0, 0.1 * 2**a) for a, d in enumerate(delays))
+    rng = random.Random(7)
+    assert delays == [backoff_delay(a, base=0.1, cap=1.0, rng=rng) for a in range(200)]  # seeded
+    assert len(set(delays)) == 200
+
+
+def test_a_client_comes_back_after_a_restart_and_runs_on_connect_again() -> None:
+    async def go() -> None:
+        server = await serving.start(serving.build("minichat"))
+        port = server.port
+        joins: list[str] = []
+        texts: list[str] = []
+
+        async def on_connect(client) -> None:
+            joins.append(client.name)
+
+        user = await Reconnecting(server.url, name="pedro", base=0.05, cap=0.2, seed=1, on_connect=on_connect).start()
+        user.on("msg-from-server", lambda data: texts.append(data["text"]))
+        await server.aclose()
+        await asyncio.sleep(0.5)
+        assert not user.connected.is_set()
+        server = await serving.start(serving.build("minichat"), port=port)
+        await asyncio.wait_for(user.connected.wait(), 3)
+        assert user.client is not None
+        await user.client.emit("msg-to-server", {"text": "back"})
+        await user.client.wait_for("msg-from-server", 3)
+        await user.aclose()
+        await server.aclose()
+        assert joins == ["pedro", "pedro"] and user.connections == 2
+        assert texts == ["back"]  # the listener moved to the new socket
+        failed = [a for a in user.attempts if not a[2]]
+        assert len(failed) >= 2 and user.attempts[-1][2]
+        times = [a[0] for a in user.attempts]
+        assert times == sorted(times)
+
+    runtime.run(go())
+
+
+def test_the_herd_without_jitter_comes_back_all_at_once() -> None:
+    runs = herd(40, base=0.1, cap=1.0, downtime=0.5, seconds=2.5, seed=2)
+    still, spread = runs["no jitter"], runs["jitter"]
+    for run in (still, spread):
+        assert run["all reconnected after s"] is not None
+        assert sum(run["reconnections"]) == 40
+        assert len(run["t"]) == len(run["attempts"]) == 25
+    # Without jitter every client knocks in the same 100 ms, each time, and all get in at once.
+    assert still["peak attempts per bin"] == 40 and still["peak reconnections per bin"] == 40
+    assert sum(a > 0 for a in still["attempts"]) <= 4
+    # With full jitter the server meets the crowd spread out once it is back.
+    assert spread["peak reconnections per bin"] < 0.5 * 40
+    assert sum(a > 0 for a in spread["attempts"]) >= 6
