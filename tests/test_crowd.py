@@ -90,6 +90,9 @@ def test_modes_are_pluggable(server: lt.ServerHandle) -> None:
             self.traffic.request("fake")
             Echo.registry[to].on_message({"text": text}, time.perf_counter())
 
+        async def stop(self) -> None:
+            pass
+
         async def aclose(self) -> None:
             pass
 
