@@ -107,6 +107,17 @@ def test_a_kept_alive_connection_that_starts_a_head_and_stalls_is_closed(small: 
         assert closed_by_server(s)
 
 
+def test_a_trickled_body_is_a_408_and_the_connection_is_closed(small: lt.ServerHandle) -> None:
+    with socket.create_connection(address(small), timeout=10) as s:
+        s.sendall(b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"from\"")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'"timeout"' in answer
+    assert small.server.store.count == 0
+
+
 def test_a_held_long_poll_outlives_the_head_deadline(small: lt.ServerHandle) -> None:
     started = time.monotonic()
     response = request(small.url, "GET", "/messages?user=Ana&wait=1.5")

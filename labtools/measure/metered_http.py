@@ -248,8 +248,11 @@ class MeteredSite:
         self.gate = ConnectionGate(max_connections)
         # handler_cancellation: a long poll or SSE handler whose client went away is cancelled
         # (and counted) at once instead of holding its store listener until its wait runs out.
+        # lingering_time: after an early answer (413, 408), the rest of a body is read and dropped
+        # for at most the head deadline, then the connection closes.
         self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True
+            app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True,
+            lingering_time=head_timeout,
         )
         self._server: asyncio.Server | None = None
         self.host = ""

@@ -44,6 +44,7 @@ STORE = web.AppKey("store", MessageStore)
 TRAFFIC = web.AppKey("traffic", Traffic)
 ROSTER = web.AppKey("roster", frozenset)
 CLOSING = web.AppKey("closing", asyncio.Event)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -116,13 +117,24 @@ def _check_json_body(request: web.Request) -> None:
                          status=415)
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within the same deadline as a head: a trickled body holds no socket."""
+    seconds = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest("too-large", f"the body may be at most {MAX_BODY} bytes", status=413) from None
+    except TimeoutError:
+        late = BadRequest("timeout", f"the body did not arrive within {seconds:g} seconds", status=408)
+        late.force_close()  # the rest of that body must not be read as the next request
+        raise late from None
+
+
 async def post_message(request: web.Request) -> web.Response:
     _check_origin(request)
     _check_json_body(request)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BadRequest("too-large", f"the body may be at most {MAX_BODY} bytes", status=413) from None
+    raw = await _read_body(request)
     try:
         body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
@@ -222,7 +234,14 @@ async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[TRAFFIC].as_dict())
 
 
-def make_app(traffic: Traffic, users: Iterable[str] = (), *, keep: int = KEEP, page: int = PAGE) -> web.Application:
+def make_app(
+    traffic: Traffic,
+    users: Iterable[str] = (),
+    *,
+    keep: int = KEEP,
+    page: int = PAGE,
+    body_timeout: float = HEAD_TIMEOUT,
+) -> web.Application:
     """The aiohttp application; ``users`` restricts who may send and receive (empty: anyone)."""
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[metering_middleware(traffic, _is_empty)]
@@ -231,6 +250,7 @@ def make_app(traffic: Traffic, users: Iterable[str] = (), *, keep: int = KEEP, p
     app[TRAFFIC] = traffic
     app[ROSTER] = frozenset(users)
     app[CLOSING] = asyncio.Event()
+    app[BODY_TIMEOUT] = body_timeout
 
     async def on_shutdown(app: web.Application) -> None:
         app[CLOSING].set()
@@ -256,7 +276,7 @@ class PollingServer(MeteredSite):
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         traffic = Traffic()
-        app = make_app(traffic, users, keep=keep, page=page)
+        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
         super().__init__(app, traffic, head_timeout=head_timeout, max_connections=max_connections)
         self.store = self.app[STORE]
 
@@ -272,6 +292,7 @@ def build(
     """The REST chat, not started; ``users`` restricts who may send and receive (empty: anyone).
 
     ``keep`` messages are kept and ``page`` go in one answer at most; a connection must send a
-    whole request head within ``head_timeout`` seconds, and ``max_connections`` may be open.
+    whole request head (and then a post's whole body) within ``head_timeout`` seconds, and
+    ``max_connections`` may be open.
     """
     return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections)
