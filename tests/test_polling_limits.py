@@ -177,6 +177,9 @@ def test_answers_are_pages_and_a_forgotten_since_is_a_410_gap(small: lt.ServerHa
     assert first.headers["x-more"] == "1"
     last = request(small.url, "GET", f"/messages?user=Ana&since={ids[5]}")
     assert [m["id"] for m in last.json()] == ids[6:] and "x-more" not in last.headers
+    started = time.monotonic()  # a long poll from a forgotten point is told at once
+    assert request(small.url, "GET", "/messages?user=Ana&since=0&wait=5").status == 410
+    assert time.monotonic() - started < 2
     # Someone whose messages were all kept is not told about others' gaps.
     assert request(small.url, "GET", "/messages?user=Luis&since=0").json() == []
 

@@ -170,12 +170,13 @@ async def get_messages(request: web.Request) -> web.Response:
 async def _wait_for_page(request: web.Request, user: str, since: int, wait: float) -> Page:
     """The long poll: the page once a message arrives, the wait runs out or the server stops."""
     store = request.app[STORE]
+    store.check(user, since)  # a gap is answered at once, not after the wait
     closing = asyncio.ensure_future(request.app[CLOSING].wait())
     waiting = asyncio.ensure_future(store.wait(user, since, wait))
     await asyncio.wait({closing, waiting}, return_when=asyncio.FIRST_COMPLETED)
     closing.cancel()
     waiting.cancel()
-    return store.page_since(user, since)
+    return store.page_since(user, since)  # a gap that opened meanwhile is raised here
 
 
 def _sse(messages: Iterable[dict]) -> bytes:

@@ -107,11 +107,12 @@ class MessageStore:
 
         return unsubscribe
 
-    async def wait(self, user: str, since: int, seconds: float) -> Page:
-        """Long polling: the page after ``since``, waiting up to ``seconds`` for the first message."""
-        ready = self.page_since(user, since)
-        if ready.messages or seconds <= 0:
-            return ready
+    async def wait(self, user: str, since: int, seconds: float) -> None:
+        """Long polling: return once a message to ``user`` above ``since`` is stored, or after
+        ``seconds``. The caller then reads the page (``page_since``), gap check included."""
+        ids = self._inbox_ids.get(user)
+        if (ids and ids[-1] > since) or seconds <= 0:
+            return
         arrived = asyncio.get_running_loop().create_future()
 
         def wake(_message: dict) -> None:
@@ -125,7 +126,6 @@ class MessageStore:
             pass
         finally:
             unsubscribe()
-        return self.page_since(user, since)
 
     @property
     def count(self) -> int:
