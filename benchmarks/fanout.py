@@ -34,8 +34,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
 import psutil
 from websockets.frames import Frame, Opcode
+
+from labtools import httphead
+from labtools.measure.metrics import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDERS = 10
@@ -100,10 +105,7 @@ class Step:
         return self.delivered / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))] * 1000
+        return percentile(self.latencies, q) * 1000
 
     @property
     def cpu_us(self) -> float:
@@ -141,15 +143,8 @@ class RawClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        if not self.upgraded.done():
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(ConnectionError(bytes(buffer[:40]).decode(errors="replace")))
-                return
-            del buffer[: end + 4]
-            self.upgraded.set_result(None)
+        if not self.upgraded.done() and not self.upgrade(buffer):
+            return
         pos, size = 0, len(buffer)
         while size - pos >= 2:
             opcode, length, head = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, 2
@@ -172,6 +167,23 @@ class RawClient(asyncio.Protocol):
             elif opcode == 8:
                 self.send(Opcode.CLOSE, bytes(payload[:2]))
         del buffer[:pos]
+
+    def upgrade(self, buffer: bytearray) -> bool:
+        """Consume the server's answer to the upgrade once it is whole; True if it was a 101."""
+        try:
+            end = httphead.head_end(buffer)
+            if end < 0:
+                return False
+            status = httphead.parse_status_line(httphead.parse_head(buffer[:end]).start_line)
+        except httphead.HeadError as exc:
+            self.upgraded.set_exception(ConnectionError(str(exc)))
+            return False
+        if status.status != 101:
+            self.upgraded.set_exception(ConnectionError(f"{status.status} {status.reason}"))
+            return False
+        del buffer[:end]
+        self.upgraded.set_result(None)
+        return True
 
     def on_text(self, payload: bytearray) -> None:
         now = time.monotonic()

@@ -27,9 +27,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from .. import httphead
+from ..httphead import Headers
+
 # The GUID every WebSocket server appends to the key (§1.3); it is in the RFC, not a secret.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_HEAD = 16 * 1024  # a handshake head longer than this is refused, not buffered forever
+MAX_HEAD = httphead.MAX_HEAD  # a handshake head longer than this is refused, not buffered forever
 
 
 class HandshakeError(Exception):
@@ -46,7 +49,7 @@ class Request:
 
     method: str
     path: str
-    headers: dict[str, str]
+    headers: Headers
 
     @property
     def key(self) -> str:
@@ -59,7 +62,7 @@ class Response:
 
     status: int
     reason: str
-    headers: dict[str, str]
+    headers: Headers
 
 
 def make_key() -> str:
@@ -125,31 +128,13 @@ def build_error_response(error: HandshakeError) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _parse_head(data: bytes) -> tuple[str, dict[str, str]]:
-    """The first line and the headers of an HTTP head (which ends with an empty line)."""
-    if len(data) > MAX_HEAD:
-        raise HandshakeError("the handshake head is too long")
+def _parse_head(data: bytes) -> tuple[str, Headers]:
+    """The first line and the headers of an HTTP head, as a ``HandshakeError`` when malformed."""
     try:
-        head = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise HandshakeError("the handshake head is not ASCII") from None
-    head = head.removesuffix("\r\n\r\n")
-    first, *lines = head.split("\r\n")
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise HandshakeError(f"not a header line: {line!r}")
-        name, value = name.lower(), value.strip()
-        # A header sent twice counts as one with both values, comma-separated (RFC 9110 §5.3).
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return first, headers
-
-
-def _has_token(headers: dict[str, str], name: str, token: str) -> bool:
-    """``Connection: keep-alive, Upgrade`` contains the token ``upgrade`` (case-insensitive)."""
-    values = headers.get(name, "")
-    return token in (part.strip().lower() for part in values.split(","))
+        head = httphead.parse_head(data, MAX_HEAD)
+    except httphead.HeadError as exc:
+        raise HandshakeError(f"the handshake head is malformed: {exc}") from None
+    return head.start_line, head.headers
 
 
 def parse_request(data: bytes) -> Request:
@@ -163,9 +148,9 @@ def parse_request(data: bytes) -> Request:
         raise HandshakeError(f"a WebSocket handshake is a GET, not a {method}", 405)
     if "host" not in headers:
         raise HandshakeError("no Host header")
-    if not _has_token(headers, "upgrade", "websocket"):
+    if not headers.has_token("upgrade", "websocket"):
         raise HandshakeError("no 'Upgrade: websocket' header", 426)
-    if not _has_token(headers, "connection", "upgrade"):
+    if not headers.has_token("connection", "upgrade"):
         raise HandshakeError("no 'Connection: Upgrade' header", 426)
     if headers.get("sec-websocket-version") != "13":
         raise HandshakeError("only Sec-WebSocket-Version 13 is spoken here", 426)
@@ -184,9 +169,9 @@ def parse_response(data: bytes, key: str) -> Response:
     status = int(status_text)
     if status != 101:
         raise HandshakeError(f"the server answered {status} {reason}, not 101", status)
-    if not _has_token(headers, "upgrade", "websocket"):
+    if not headers.has_token("upgrade", "websocket"):
         raise HandshakeError("the 101 has no 'Upgrade: websocket'")
-    if not _has_token(headers, "connection", "upgrade"):
+    if not headers.has_token("connection", "upgrade"):
         raise HandshakeError("the 101 has no 'Connection: Upgrade'")
     if headers.get("sec-websocket-accept") != accept_key(key):
         raise HandshakeError("Sec-WebSocket-Accept does not match our key")

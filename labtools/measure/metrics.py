@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -23,6 +24,12 @@ class Counter:
     empty: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+
+    def __add__(self, other: Counter) -> Counter:
+        """Field-wise sum: many connections' counts seen as one."""
+        if not isinstance(other, Counter):
+            return NotImplemented
+        return Counter(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def as_dict(self) -> dict[str, int]:
         """The PROTOCOL.md spelling: ``requests``, ``empty``, ``bytesIn``, ``bytesOut``."""
@@ -61,6 +68,23 @@ class Traffic:
         counter = self.route(name)
         counter.bytes_in += inbound
         counter.bytes_out += outbound
+
+    def __add__(self, other: Traffic) -> Traffic:
+        """Both totals and every route summed: a crowd's clients counted as one client."""
+        if not isinstance(other, Traffic):
+            return NotImplemented
+        routes = dict(self.routes)
+        for name, counter in other.routes.items():
+            routes[name] = routes[name] + counter if name in routes else counter + Counter()
+        return Traffic(self.total + other.total, {n: c + Counter() for n, c in routes.items()})
+
+    @classmethod
+    def sum(cls, traffics: Iterable[Traffic]) -> Traffic:
+        """The sum of many ``Traffic``s (a fresh one for none), sharing no counter with them."""
+        total = cls()
+        for traffic in traffics:
+            total = total + traffic
+        return total
 
     def as_dict(self) -> dict:
         return {

@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import httphead
 from ..measure.metrics import Traffic
+
+#: Seconds ``aclose`` waits for the server to finish the connection after our half-close.
+CLOSE_TIMEOUT = 1.0
 
 
 class HttpError(Exception):
@@ -37,11 +41,11 @@ class HttpError(Exception):
 
 @dataclass
 class Response:
-    """A parsed HTTP response: ``headers`` has lower-case names."""
+    """A parsed HTTP response: ``headers`` are matched case-insensitively."""
 
     status: int
     reason: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: httphead.Headers = field(default_factory=httphead.Headers)
     body: bytes = b""
 
     def json(self) -> Any:
@@ -69,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._on_chunk: Callable[[bytes], None] | None = None
         self._keep_alive = True
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,6 +93,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self._lost.done():
+            self._lost.set_result(None)
         if self._state == "until-close" and self._response is not None:
             self._finish(b"".join(self._parts) + bytes(self._buf))
         else:
@@ -145,17 +152,37 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self._fail(ConnectionAbortedError("closed by the client"))
 
+    async def shutdown(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close without losing a byte in flight: send FIN, read until the server closes.
+
+        A plain close with an answer still unread makes the kernel reset the connection, and the
+        bytes in transit are then counted by one side only. After our FIN the server reads
+        everything we sent, closes, and we read everything it wrote; after ``timeout`` we abort.
+        """
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            self.close()
+            return
+        self.closed = True  # no new request on a closing connection
+        if transport.can_write_eof():
+            transport.write_eof()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+            except TimeoutError:
+                transport.abort()
+        self.close()
+
     # parsing ----------------------------------------------------------------------------
     def _parse(self) -> None:
         buf = self._buf
         while True:
             state = self._state
             if state == "head":
-                end = buf.find(b"\r\n\r\n")
+                end = httphead.head_end(buf)
                 if end < 0:
                     return
                 self._head(bytes(buf[:end]))
-                del buf[: end + 4]
+                del buf[:end]
             elif state == "length":
                 if len(buf) < self._remaining:
                     return
@@ -202,19 +229,14 @@ class HttpConnection(asyncio.Protocol):
                 return
 
     def _head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        version, status, *reason = lines[0].split(" ", 2)
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x response: {lines[0]!r}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        code = int(status)
-        self._response = Response(code, reason[0] if reason else "", headers)
+        parsed = httphead.parse_head(head)
+        status = httphead.parse_status_line(parsed.start_line)
+        headers = parsed.headers
+        code = status.status
+        self._response = Response(code, status.reason, headers)
         self._parts = []
-        self._keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-        if "chunked" in headers.get("transfer-encoding", "").lower():
+        self._keep_alive = not headers.has_token("connection", "close") and status.version == "HTTP/1.1"
+        if headers.has_token("transfer-encoding", "chunked"):
             self._state = "chunk-size"
         elif "content-length" in headers:
             self._remaining = int(headers["content-length"])
@@ -294,9 +316,10 @@ class HttpClient:
         return await self.request("POST", target, body=body, headers=headers, **kwargs)
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the connection gracefully (``HttpConnection.shutdown``); idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.shutdown()
 
 
 async def send(url_or_client: str | HttpClient, sender: str, to: str, text: str) -> dict:

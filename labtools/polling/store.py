@@ -5,38 +5,94 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Messages kept, all recipients together: older ones are forgotten (PROTOCOL.md, limits).
+KEEP = 10_000
+#: Messages in one answer at most; a client whose answer was full asks again from its last id.
+PAGE = 100
+
+
+class Gap(Exception):
+    """Messages after ``since`` were forgotten: resuming from ``resume`` gives what is kept."""
+
+    def __init__(self, since: int, resume: int) -> None:
+        super().__init__(f"messages after {since} up to {resume} are no longer kept")
+        self.since = since
+        self.resume = resume
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer's messages, oldest first, and whether more were waiting after them."""
+
+    messages: list[dict]
+    more: bool
 
 
 class MessageStore:
-    """Messages with increasing integer ids, indexed by recipient.
+    """Messages with increasing integer ids, indexed by recipient, the last ``keep`` of them.
 
     ``since`` look-ups are a binary search in the recipient's own list, so a poll that finds
-    nothing (the common case) costs O(log n) whatever the number of messages.
+    nothing (the common case) costs O(log n) whatever the number of messages. Memory is bounded
+    by ``keep``; what was forgotten is remembered as one id per recipient (``forgotten``), so a
+    client asking from before it hears about the gap instead of silently missing messages.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = KEEP, page: int = PAGE) -> None:
+        if keep < 1 or page < 1:
+            raise ValueError(f"keep and page must be at least 1, not {keep} and {page}")
+        self.keep = keep
+        self.page = page
         self._next_id = 1
+        self._order: deque[str] = deque()  # each kept message's recipient, oldest first
         self._inbox: dict[str, list[dict]] = {}
         self._inbox_ids: dict[str, list[int]] = {}
+        self._forgotten: dict[str, int] = {}  # recipient -> id of its last forgotten message
         self._listeners: dict[str, set[Callable[[dict], None]]] = {}
 
     def add(self, sender: str, to: str, text: str) -> dict:
-        """Store a message and wake everyone listening for ``to``."""
+        """Store a message, forget the oldest beyond ``keep``, and wake everyone listening for ``to``."""
         message = {"id": self._next_id, "from": sender, "to": to, "text": text, "at": time.time()}
         self._next_id += 1
         self._inbox.setdefault(to, []).append(message)
         self._inbox_ids.setdefault(to, []).append(message["id"])
+        self._order.append(to)
+        if len(self._order) > self.keep:
+            self._forget_oldest()
         for listener in list(self._listeners.get(to, ())):
             listener(message)
         return message
 
-    def since(self, user: str, since: int) -> list[dict]:
-        """Messages addressed to ``user`` with an id above ``since``, oldest first."""
+    def _forget_oldest(self) -> None:
+        """Drop the oldest message; it is first in its recipient's list, ids being increasing."""
+        to = self._order.popleft()
+        ids = self._inbox_ids[to]
+        self._forgotten[to] = ids[0]
+        del ids[0], self._inbox[to][0]
+        if not ids:
+            del self._inbox_ids[to], self._inbox[to]
+
+    def check(self, user: str, since: int) -> None:
+        """Raise ``Gap`` when messages to ``user`` after ``since`` were forgotten."""
+        forgotten = self._forgotten.get(user, 0)
+        if since < forgotten:
+            raise Gap(since, forgotten)
+
+    def page_since(self, user: str, since: int) -> Page:
+        """Up to ``page`` messages to ``user`` with an id above ``since``, oldest first."""
+        self.check(user, since)
         ids = self._inbox_ids.get(user)
         if not ids:
-            return []
-        return self._inbox[user][bisect.bisect_right(ids, since) :]
+            return Page([], False)
+        start = bisect.bisect_right(ids, since)
+        return Page(self._inbox[user][start : start + self.page], len(ids) - start > self.page)
+
+    def since(self, user: str, since: int) -> list[dict]:
+        """The first page of messages to ``user`` after ``since`` (``page_since``'s messages)."""
+        return self.page_since(user, since).messages
 
     def listen(self, user: str, listener: Callable[[dict], None]) -> Callable[[], None]:
         """Call ``listener`` with each new message to ``user``; returns the unsubscribe."""
@@ -51,11 +107,12 @@ class MessageStore:
 
         return unsubscribe
 
-    async def wait(self, user: str, since: int, seconds: float) -> list[dict]:
-        """Long polling: the messages after ``since``, waiting up to ``seconds`` for the first."""
-        ready = self.since(user, since)
-        if ready or seconds <= 0:
-            return ready
+    async def wait(self, user: str, since: int, seconds: float) -> None:
+        """Long polling: return once a message to ``user`` above ``since`` is stored, or after
+        ``seconds``. The caller then reads the page (``page_since``), gap check included."""
+        ids = self._inbox_ids.get(user)
+        if (ids and ids[-1] > since) or seconds <= 0:
+            return
         arrived = asyncio.get_running_loop().create_future()
 
         def wake(_message: dict) -> None:
@@ -69,8 +126,13 @@ class MessageStore:
             pass
         finally:
             unsubscribe()
-        return self.since(user, since)
 
     @property
     def count(self) -> int:
+        """Messages stored since the start, forgotten ones included."""
         return self._next_id - 1
+
+    @property
+    def kept(self) -> int:
+        """Messages held now (at most ``keep``)."""
+        return len(self._order)

@@ -35,7 +35,7 @@ class Conversation:
     async def astart(self) -> None:
         # Start from what is stored now: a re-run cell does not replay the previous story.
         for poller in self.pollers.values():
-            latest = await poller.poll_once()
+            latest = await poller.poll_all()
             poller.received.clear()
             if latest:
                 poller.since = latest[-1]["id"]

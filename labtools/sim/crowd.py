@@ -18,6 +18,7 @@ import math
 import random
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,146 @@ def _delta(after: dict, before: dict) -> dict:
             "routes": {k: v for k, v in routes.items() if any(v.values())}}
 
 
+#: Seconds a crowd waits for its users' last requests to be answered before closing anyway.
+SETTLE = 2.0
+#: Seconds a crowd waits for the server to count the requests its clients made.
+COUNT_WAIT = 2.0
+
+
+class CrowdRun:
+    """One crowd's moving parts: its users, its clock, what was sent and what arrived.
+
+    ``crowd`` drives it step by step: ``start_users``, ``play`` (the schedule, while
+    ``sampling``), ``drain``, ``stop_users``, ``close``, then ``collect`` into the result.
+    """
+
+    def __init__(self, url: str, result: CrowdResult, options: dict[str, Any]) -> None:
+        self.result = result
+        self.tag = secrets.token_hex(3)  # fresh names: old messages on the same server are not ours
+        self.names = [f"{self.tag}-u{i}" for i in range(result.users)]
+        self.sent_at: dict[str, float] = {}
+        self.delivered: set[str] = set()
+        self.t0 = time.perf_counter()
+        self.requests_in_window = 0
+        phases = _phases(result.users, result.interval, result.seed)
+        self.clients = [
+            MODES[result.mode](ClientSpec(url, name, self.on_message, self.on_answer, result.interval, result.wait,
+                                          phase, dict(options)))
+            for name, phase in zip(self.names, phases, strict=True)
+        ]
+
+    def on_message(self, message: dict, received_at: float) -> None:
+        """A user got a message: the first copy is a delivery, a second one a duplicate."""
+        key = message.get("text")
+        started = self.sent_at.get(key)  # type: ignore[arg-type]
+        if started is None:
+            return
+        if key in self.delivered:
+            self.result.duplicated += 1
+            return
+        self.delivered.add(key)  # type: ignore[arg-type]
+        self.result.latency.add(received_at - started)
+
+    def on_answer(self, started: float, n: int, seconds: float) -> None:
+        self.result.timeline.append((started - self.t0, n))
+        if seconds:
+            self.result.request_times.add(seconds)
+
+    def requests_made(self) -> int:
+        return sum(c.traffic.total.requests for c in self.clients)
+
+    async def start_users(self) -> None:
+        """Start everyone listening, then start the clock: set-up is not part of the run."""
+        await asyncio.gather(*(c.start() for c in self.clients))
+        self.t0 = time.perf_counter()
+        self.result.timeline.clear()  # answers from before t0 (an SSE "connected") are set-up
+        self.result.request_times = LatencyLog()
+
+    @contextlib.asynccontextmanager
+    async def sampling(self, every: float) -> AsyncIterator[None]:
+        """Sample ``(t, requests or streams held open)`` every ``every`` seconds meanwhile."""
+
+        async def sample() -> None:
+            while True:
+                held = sum(getattr(c, "in_flight", 0) for c in self.clients)
+                self.result.held.append((time.perf_counter() - self.t0, held))
+                await asyncio.sleep(every)
+
+        sampler = asyncio.get_running_loop().create_task(sample())
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+    async def play(self) -> None:
+        """Send the schedule's messages on time, open loop, until ``duration``; wait for the sends."""
+        loop = asyncio.get_running_loop()
+        at_start = self.requests_made()
+        sends: list[asyncio.Task] = []
+        for index, (at, sender, recipient) in enumerate(self.result.schedule):
+            await _sleep_until(self.t0 + at)
+            text = f"{self.tag}-m{index}"
+            self.sent_at[text] = time.perf_counter()
+            sends.append(loop.create_task(self.clients[sender].send(self.names[recipient], text)))
+        await _sleep_until(self.t0 + self.result.duration)
+        self.requests_in_window = self.requests_made() - at_start
+        await asyncio.gather(*sends)
+        self.result.sent = len(self.sent_at)
+
+    async def drain(self, grace: float) -> None:
+        """Wait until every message sent has arrived, or ``grace`` seconds passed."""
+        limit = time.perf_counter() + grace
+        while len(self.delivered) < self.result.sent and time.perf_counter() < limit:
+            await asyncio.sleep(0.02)
+
+    async def stop_users(self, settle: float = SETTLE) -> None:
+        """Stop every user's schedule and wait (bounded) until no request is in flight, so that
+        closing cuts no request or answer in half and both ends count the same bytes."""
+        stops = asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
+        # Past ``settle``, ``close`` still ends every connection cleanly (half-close, read to the end).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stops, settle)
+
+    async def close(self) -> None:
+        """Close every user's sockets; the run's clock stops here."""
+        await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
+        self.result.elapsed = time.perf_counter() - self.t0
+
+    def collect(self) -> None:
+        """The clients' counts, summed, into the result."""
+        result = self.result
+        result.delivered = len(self.delivered)
+        result.lost = result.sent - result.delivered
+        result.errors = sum(getattr(c, "errors", 0) for c in self.clients)
+        total = Traffic.sum(c.traffic for c in self.clients)
+        result.requests = total.total.requests
+        result.requests_in_window = self.requests_in_window
+        result.empty = total.total.empty
+        result.client_bytes_in = total.total.bytes_in
+        result.client_bytes_out = total.total.bytes_out
+        result.client_routes = total.as_dict()["routes"]
+        result.requests_by_route = {name: c["requests"] for name, c in result.client_routes.items()}
+
+
+async def _sleep_until(when: float) -> None:
+    delay = when - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _server_caught_up(server_traffic: Traffic | None, target: int) -> None:
+    """Held requests and streams are counted by the server when it sees their sockets close:
+    wait (bounded) until it has counted ``target`` requests."""
+    if server_traffic is None:
+        await asyncio.sleep(0.2)  # a server elsewhere: give its counters a moment
+        return
+    deadline = time.perf_counter() + COUNT_WAIT
+    while server_traffic.total.requests < target and time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def crowd(
     server_or_url: Any,
     *,
@@ -209,109 +350,19 @@ async def crowd(
     url, server_traffic = resolve(server_or_url)
     result = CrowdResult(users, mode, duration, interval, wait, rate, seed)
     result.schedule = make_schedule(users, rate, duration, seed)
-    tag = secrets.token_hex(3)  # fresh names: old messages on the same server are not ours
-    names = [f"{tag}-u{i}" for i in range(users)]
-    sent_at: dict[str, float] = {}
-    delivered: set[str] = set()
-    t0 = time.perf_counter()
-
-    def on_message(message: dict, received_at: float) -> None:
-        key = message.get("text")
-        started = sent_at.get(key)  # type: ignore[arg-type]
-        if started is None:
-            return
-        if key in delivered:
-            result.duplicated += 1
-            return
-        delivered.add(key)  # type: ignore[arg-type]
-        result.latency.add(received_at - started)
-
-    def on_answer(started: float, n: int, seconds: float) -> None:
-        result.timeline.append((started - t0, n))
-        if seconds:
-            result.request_times.add(seconds)
-
-    phases = _phases(users, interval, seed)
-    clients = [
-        MODES[mode](ClientSpec(url, names[i], on_message, on_answer, interval, wait, phases[i], dict(options)))
-        for i in range(users)
-    ]
+    run = CrowdRun(url, result, options)
     before = await _server_stats(url, server_traffic)
-    sampler: asyncio.Task | None = None
     try:
-        await asyncio.gather(*(c.start() for c in clients))
-        t0 = time.perf_counter()
-        result.timeline.clear()  # answers from before t0 (an SSE "connected") are set-up
-        result.request_times = LatencyLog()
-
-        async def sample() -> None:
-            while True:
-                held = sum(getattr(c, "in_flight", 0) for c in clients)
-                result.held.append((time.perf_counter() - t0, held))
-                await asyncio.sleep(sample_every)
-
-        sampler = asyncio.get_running_loop().create_task(sample())
-        requests_at_start = sum(c.traffic.total.requests for c in clients)
-        sends: list[asyncio.Task] = []
-        loop = asyncio.get_running_loop()
-        for index, (at, sender, recipient) in enumerate(result.schedule):
-            delay = t0 + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            text = f"{tag}-m{index}"
-            sent_at[text] = time.perf_counter()
-            sends.append(loop.create_task(clients[sender].send(names[recipient], text)))
-        delay = t0 + duration - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        requests_in_window = sum(c.traffic.total.requests for c in clients) - requests_at_start
-        if sends:
-            await asyncio.gather(*sends)
-        result.sent = len(sent_at)
-        limit = time.perf_counter() + (grace if grace is not None else interval * 1.5 + 1.0)
-        while len(delivered) < result.sent and time.perf_counter() < limit:
-            await asyncio.sleep(0.02)
+        await run.start_users()
+        async with run.sampling(sample_every):
+            await run.play()
+            await run.drain(grace if grace is not None else interval * 1.5 + 1.0)
+        await run.stop_users()
     finally:
-        if sampler is not None:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
-    result.elapsed = time.perf_counter() - t0
-    made = sum(c.traffic.total.requests for c in clients)
-    if server_traffic is not None:
-        # Held requests and streams are counted by the server when it sees their sockets close:
-        # wait (bounded) until it has counted every request the clients made.
-        target = before["total"]["requests"] + made
-        deadline = time.perf_counter() + 2.0
-        while server_traffic.total.requests < target and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)
-    else:
-        await asyncio.sleep(0.2)
+        await run.close()
+    await _server_caught_up(server_traffic, before["total"]["requests"] + run.requests_made())
     result.server = _delta(await _server_stats(url, server_traffic), before)
-    result.delivered = len(delivered)
-    result.lost = result.sent - result.delivered
-    result.errors = sum(getattr(c, "errors", 0) for c in clients)
-    total = Traffic()
-    for client in clients:
-        t = client.traffic
-        total.total.requests += t.total.requests
-        total.total.empty += t.total.empty
-        total.total.bytes_in += t.total.bytes_in
-        total.total.bytes_out += t.total.bytes_out
-        for name, c in t.routes.items():
-            r = total.route(name)
-            r.requests += c.requests
-            r.empty += c.empty
-            r.bytes_in += c.bytes_in
-            r.bytes_out += c.bytes_out
-    result.requests = total.total.requests
-    result.requests_in_window = requests_in_window
-    result.empty = total.total.empty
-    result.client_bytes_in = total.total.bytes_in
-    result.client_bytes_out = total.total.bytes_out
-    result.client_routes = total.as_dict()["routes"]
-    result.requests_by_route = {name: c["requests"] for name, c in result.client_routes.items()}
+    run.collect()
     return result
 
 

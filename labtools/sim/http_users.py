@@ -5,6 +5,10 @@ Each ``Receiver`` is one way of hearing about messages on one ``HttpClient`` con
 poll or a stream holds the first. ``poll_user``, ``long_poll_user`` and ``sse_user`` are the
 crowd modes' factories. Nothing here prints (it runs on the labtools loop thread); failures are
 counted in ``errors``.
+
+Every receiver keeps to the server's limits (PROTOCOL.md): an answer marked ``X-More`` was full,
+so it asks again at once from the last id it got; a ``410`` gap (messages forgotten before they
+were fetched) is counted in ``gaps`` and the receiver resumes where the server says.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ..measure.metrics import Trace, Traffic
-from ..polling.client import HttpClient, HttpError, send
+from ..polling.client import HttpClient, HttpError, Response, send
+from ..polling.server import MORE_HEADER
 from ..polling.sse import SseParser
 from .users import ClientSpec
 
@@ -55,6 +60,9 @@ class Receiver:
         self.on_answer = on_answer
         self.trace = trace
         self.since = since
+        self.gaps = 0  # answers that said messages were forgotten before we fetched them
+        self.more = False  # the last answer was full: more messages wait after it
+        self.stopping = False
         self.received: list[dict] = []
         self.keep = on_message is None  # no callback: keep the messages in ``received``
         self.ready = asyncio.Event()  # set once the first request is on the wire
@@ -76,6 +84,23 @@ class Receiver:
 
     async def _run(self) -> None:
         raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Make no new request. A request the server holds (a long poll, a stream) stays open
+        until ``aclose``, which ends it without losing a byte (``HttpConnection.shutdown``)."""
+        self.stopping = True
+
+    def _messages(self, response: Response) -> list[dict]:
+        """An answer's messages; a ``410`` gap moves ``since`` to where the server resumes."""
+        if response.status == 410:
+            self.gaps += 1
+            self.since = max(self.since, int(response.json()["error"]["resume"]))
+            self.more = True
+            return []
+        if response.status != 200:
+            raise HttpError(response.status, response.body)
+        self.more = response.headers.get(MORE_HEADER) == "1"
+        return json.loads(response.body)
 
     def _deliver(self, messages: list[dict], started: float, seconds: float) -> None:
         now = time.perf_counter()
@@ -116,24 +141,40 @@ class Poller(Receiver):
             self.trace.record(self.user, "server", f"GET /messages?since={self.since}")
         started = time.perf_counter()
         response = await self.http.request("GET", self._target_prefix + str(self.since), route=self.route)
-        if response.status != 200:
-            raise HttpError(response.status, response.body)
-        messages = json.loads(response.body)
+        messages = self._messages(response)
         if self.trace is not None:
             label = "[] no new messages" if not messages else ", ".join(f"{m['from']}: {m['text']}" for m in messages)
             self.trace.record("server", self.user, label)
         self._deliver(messages, started, time.perf_counter() - started)
         return messages
 
+    async def poll_all(self) -> list[dict]:
+        """Poll until an answer is not full: everything stored after ``since``, page by page."""
+        messages = await self.poll_once()
+        while self.more:
+            messages += await self.poll_once()
+        return messages
+
+    async def stop(self) -> None:
+        """Make no new poll; return once the poll in flight, if any, has its answer."""
+        await super().stop()
+        task = self._task
+        if task is None:
+            return
+        if not self.http.in_flight:
+            task.cancel()  # between ticks: nothing on the wire to wait for
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         tick = loop.time() + self.phase
-        while True:
+        while not self.stopping:
             delay = tick - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                await self.poll_once()
+                await self.poll_all()
             except (OSError, HttpError, ValueError):
                 self.http.errors += 1
             tick += self.interval
@@ -155,9 +196,7 @@ class LongPoller(Receiver):
     async def poll_once(self) -> list[dict]:
         started = time.perf_counter()
         response = await self.http.request("GET", self._target_prefix + str(self.since), route=self.route)
-        if response.status != 200:
-            raise HttpError(response.status, response.body)
-        messages = json.loads(response.body)
+        messages = self._messages(response)
         self._deliver(messages, started, time.perf_counter() - started)
         return messages
 
@@ -173,13 +212,12 @@ class LongPoller(Receiver):
             self.http.errors += 1
         finally:
             self.ready.set()
-        while True:
+        while not self.stopping:
             try:
                 await self.poll_once()
             except (OSError, HttpError, ValueError):
                 self.http.errors += 1
                 await asyncio.sleep(self.retry)
-
 
 
 class SseListener(Receiver):
@@ -222,14 +260,17 @@ class SseListener(Receiver):
         )
         if response.status != 200:
             self.connected.set()  # do not leave start() waiting on a refused stream
-            raise HttpError(response.status, response.body)
+            self._messages(response)  # a 410 gap: resume where the server says
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await self.listen_once()
             except (OSError, HttpError, ValueError):
                 self.http.errors += 1
+            if self.more:  # a gap: reconnect at once from where the server resumes
+                self.more = False
+                continue
             await asyncio.sleep(self.retry)
 
 
@@ -257,6 +298,10 @@ class HttpUser:
 
     async def start(self) -> None:
         await self.receiver.start()
+
+    async def stop(self) -> None:
+        """Make no new request; return once none is in flight but a held one (``Receiver.stop``)."""
+        await self.receiver.stop()
 
     async def send(self, to: str, text: str) -> None:
         if self._sender is None:

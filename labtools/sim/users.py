@@ -41,6 +41,10 @@ class CrowdClient(Protocol):
     async def send(self, to: str, text: str) -> None:
         """Send ``text`` to user ``to``."""
 
+    async def stop(self) -> None:
+        """Make no new request; return once none is in flight, except one the server holds
+        open (a long poll, a stream), which ``aclose`` ends without losing a byte."""
+
     async def aclose(self) -> None:
         """Stop and close every socket (idempotent)."""
 

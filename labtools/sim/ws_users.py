@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from ..events import AckError, EventClient
-from ..measure.metrics import Traffic
+from ..measure.metrics import Counter, Traffic
 from .users import ClientSpec
 
 
@@ -39,8 +39,7 @@ class WebSocketUser:
         if self.client is None:
             return traffic
         source = self.client.traffic
-        traffic.total.bytes_in = source.total.bytes_in
-        traffic.total.bytes_out = source.total.bytes_out
+        traffic.total = Counter(bytes_in=source.total.bytes_in, bytes_out=source.total.bytes_out)
         traffic.route("GET / (WebSocket upgrade)").requests = 1
         for name, counter in source.routes.items():
             if name.startswith("send "):
@@ -61,6 +60,10 @@ class WebSocketUser:
             await self.client.request("send", {"to": to, "text": text})
         except (AckError, ConnectionError, TimeoutError):
             self.errors += 1
+
+    async def stop(self) -> None:
+        """Nothing to wait for: every ``send`` is awaited to its acknowledgement, pushes are not
+        requests, and ``aclose`` is the WebSocket closing handshake."""
 
     async def aclose(self) -> None:
         if self.client is not None:
