@@ -107,7 +107,7 @@ def test_events_before_auth_are_unauthorized(chat) -> None:
 def test_forged_expired_and_missing_tokens_are_refused(chat) -> None:
     async def main() -> None:
         (pedro,) = await users(chat.url, "Pedro")
-        accounts = chat.server.accounts
+        accounts = chat.server.state.accounts
         now = int(time.time())
         forged = jwt.encode({"sub": pedro.uid, "iat": now, "exp": now + 60}, "not the server's secret" * 2)
         expired = accounts.issue(pedro.uid, ttl=-10)
@@ -133,12 +133,12 @@ def test_tokens_are_signed_with_a_per_install_secret(tmp_path) -> None:
     first = labtools.serve("chat", name="install-a", db=str(tmp_path / "a.db"), fast_hashing=True)
     second = labtools.serve("chat", name="install-b", db=str(tmp_path / "b.db"), fast_hashing=True)
     try:
-        assert first.server.accounts.secret != second.server.accounts.secret
+        assert first.server.state.accounts.secret != second.server.state.accounts.secret
         (pedro,) = run(users(first.url, "Pedro"))
-        claims = jwt.decode(pedro.token, first.server.accounts.secret, algorithms=["HS256"])
+        claims = jwt.decode(pedro.token, first.server.state.accounts.secret, algorithms=["HS256"])
         assert claims["sub"] == pedro.uid and claims["exp"] > time.time()
         with pytest.raises(Exception, match="not valid"):
-            second.server.accounts.check(pedro.token)
+            second.server.state.accounts.check(pedro.token)
     finally:
         first.stop()
         second.stop()
@@ -231,12 +231,12 @@ def test_presence_counts_users_not_sockets(chat) -> None:
         assert online(both) == {"Pedro": True, "Ana": True}
         second_tab = await EventClient.connect(chat.ws_url + "?token=" + ana.token)
         assert online(await second_tab.wait_for("user-list"))["Ana"] is True
-        await asyncio.sleep(3 * chat.server.presence.window)
+        await asyncio.sleep(3 * chat.server.state.presence.window)
         before = len(watcher.events("user-list"))
-        await asyncio.sleep(3 * chat.server.presence.window)
+        await asyncio.sleep(3 * chat.server.state.presence.window)
         assert len(watcher.events("user-list")) == before  # a second tab changes nothing for others
         await ana.disconnect()
-        await asyncio.sleep(3 * chat.server.presence.window)
+        await asyncio.sleep(3 * chat.server.state.presence.window)
         assert len(watcher.events("user-list")) == before  # still online in the other tab
         assert pedro.online() == {"Pedro": True, "Ana": True}
         # The second tab is Ana too: a message to her reaches it.
@@ -261,6 +261,6 @@ def test_a_bad_frame_never_hurts_anyone_else(chat) -> None:
         await pedro.socket.send_raw('{"event": "personal-message", "data": {"to": 1}}')
         assert (await pedro.socket.next("error"))["code"] == "invalid-data"
         assert (await ana.send(pedro, "still here"))["message"] == "still here"
-        assert chat.server.events.errors == []
+        assert chat.server.errors == []
 
     run(main())

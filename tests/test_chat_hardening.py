@@ -80,7 +80,7 @@ def test_a_login_flood_is_refused_at_once_with_retry_after_and_a_real_user_still
             await socket.aclose()
 
     run(main(), timeout=120)
-    assert chat.server.accounts.refused > 0 and chat.server.events.errors == []
+    assert chat.server.state.accounts.refused > 0 and chat.server.errors == []
     chat.stop()
 
 
@@ -91,7 +91,7 @@ def test_one_connection_cannot_guess_quickly(tmp_path) -> None:
         recorder = Recorder()
         socket = await EventClient.connect(chat.url, intercept=recorder)
         codes = [await code_of(socket, "login", wrong(f"victim{i}@example.com")) for i in range(8)]
-        burst = int(chat.server.limits.attempts_burst)
+        burst = int(chat.server.state.limits.attempts_burst)
         assert codes[:burst] == ["unauthorized"] * burst and codes[burst:] == ["rate-limited"] * (8 - burst)
         assert recorder.errors[-1]["retryAfter"] > 0
         # Another connection is not affected: the bucket is per connection.
@@ -125,7 +125,7 @@ def test_failures_close_an_account_for_a_doubling_window_that_expires(tmp_path) 
         assert 0.6 < recorder.errors[-1]["retryAfter"] <= 1.1  # the window doubled
         await asyncio.sleep(recorder.errors[-1]["retryAfter"] + 0.1)
         assert await code_of(socket, "login", right) == "ok"  # it expired: the real user gets in
-        assert chat.server.account_failures.failures(pedro.email) == 0  # and the success cleared it
+        assert chat.server.state.account_failures.failures(pedro.email) == 0  # and the success cleared it
         await socket.aclose()
 
     run(main())
@@ -146,7 +146,7 @@ def test_many_sockets_at_once_get_no_more_guesses_at_one_account_than_one_socket
 
     rounds = run(main())
     guesses = sum(codes.count("unauthorized") for codes in rounds)
-    assert guesses == 3 == chat.server.account_failures.failures("pedro@example.com")  # 150 tries, 3 checked
+    assert guesses == 3 == chat.server.state.account_failures.failures("pedro@example.com")  # 150 tries, 3 checked
     assert rounds[-1] == ["rate-limited"] * 30  # the window is closed: not one more guess
     chat.stop()
 
@@ -190,7 +190,7 @@ class CountingHasher:
 
 def test_a_taken_email_costs_a_sign_up_the_same_hash_as_a_login(tmp_path) -> None:
     chat = serve(tmp_path, "taken")
-    accounts = chat.server.accounts
+    accounts = chat.server.state.accounts
 
     async def main() -> None:
         pedro = await ChatUser("Pedro").sign_up(chat.url)
@@ -226,7 +226,7 @@ def test_chat_user_timeouts_say_what_and_why(tmp_path) -> None:
 
 def test_a_presence_storm_sends_each_socket_at_most_one_list_per_window(tmp_path) -> None:
     chat = serve(tmp_path, "storm")
-    window = chat.server.presence.window
+    window = chat.server.state.presence.window
 
     async def main() -> None:
         cyclers = [await ChatUser(f"cycler{i}").sign_up(chat.url) for i in range(5)]
@@ -299,7 +299,7 @@ def test_one_socket_too_many_closes_the_users_oldest_with_4001(tmp_path) -> None
         await asyncio.wait_for(oldest.connection.wait_closed(), GENEROUS)
         assert oldest.connection.close_code == CLOSE_TOO_MANY == 4001
         assert oldest.connection.close_reason == "too many connections for this user"
-        assert len(chat.server.connections[pedro.uid]) == 3 and not any(tab.closed for tab in tabs)
+        assert len(chat.server.state.connections[pedro.uid]) == 3 and not any(tab.closed for tab in tabs)
         await ana.send(pedro, "to every open tab")
         for tab in tabs:
             assert (await tab.wait_for("personal-message"))["message"] == "to every open tab"
@@ -388,7 +388,7 @@ def test_names_are_normalised_and_hidden_characters_refused(tmp_path) -> None:
         await socket.aclose()
 
     run(main())
-    assert chat.server.events.errors == []
+    assert chat.server.errors == []
     chat.stop()
 
 
@@ -408,5 +408,5 @@ def test_trailing_newlines_and_ids_beyond_sqlite_are_invalid_data(tmp_path) -> N
         assert await pedro.history(ana, after=2**63 - 1) == []
 
     run(main())
-    assert chat.server.events.errors == []
+    assert chat.server.errors == []
     chat.stop()

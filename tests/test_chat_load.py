@@ -17,5 +17,5 @@ def test_fifty_pairs_at_once(tmp_path) -> None:
     db = sqlite3.connect(tmp_path / "chat.db")
     assert db.execute("SELECT count(*), count(DISTINCT pair) FROM messages").fetchone() == (result.sent, 50)
     db.close()
-    assert chat.server.events.errors == []
+    assert chat.server.errors == []
     chat.stop()

@@ -192,11 +192,11 @@ def test_broadcast_to_all_all_but_sender_and_rooms() -> None:
 # (frame, expected code, the id its answer carries: None means an "error" event)
 CORPUS: list[tuple[str, str, int | None]] = [
     ("this is not json", "bad-json", None),
-    ('{"event": "echo", "data": NaN, "id": 1}', "bad-json", None),
+    ('{"event": "echo", "data": NaN, "id": 1}', "bad-json", 1),  # its id is still readable: a failed ack
     ('{"event": "echo", "data": Infinity}', "bad-json", None),
     ('{"event": "echo", "data": -Infinity}', "bad-json", None),
     ("[" * 100_000 + "]" * 100_000, "bad-json", None),
-    ('{"event": "echo", "data": ' + "[" * 5000 + "]" * 5000 + ', "id": 2}', "bad-json", None),
+    ('{"event": "echo", "data": ' + "[" * 5000 + "]" * 5000 + ', "id": 2}', "bad-json", 2),
     ('{"event": "echo"', "bad-json", None),
     ("[1, 2, 3]", "bad-frame", None),
     ('"msg-to-server"', "bad-frame", None),

@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-#: The integers a frame may carry: what a signed 64-bit integer holds (and JavaScript's
-#: ``BigInt64Array``); anything larger is a client bug or a probe, refused as ``bad-json``.
+#: The ids a frame may carry: what a signed 64-bit integer holds (and JavaScript's ``BigInt64Array``).
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-#: Digits that can fit in that range: longer numbers are refused before ``int()`` converts them.
-_INT_DIGITS = len(str(INT_MIN))
+#: Longer numbers are refused as ``bad-json`` before ``int()`` converts them (its cost grows with
+#: the square of the length); shorter ones are valid JSON, and each app checks its own ranges.
+_INT_DIGITS = 64
 #: A lone surrogate cannot be encoded as UTF-8; JSON lets one in through an escape (\ud800).
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -66,13 +66,11 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    """Integers beyond 64 bits are refused before they are converted (a long one costs time)."""
+    """Integers of more than ``_INT_DIGITS`` digits are refused before they are converted (a long
+    one costs time). Shorter ones are valid JSON: each app checks its own ranges (``invalid-data``)."""
     if len(text) > _INT_DIGITS:
         raise ValueError("integer out of range")
-    value = int(text)
-    if not INT_MIN <= value <= INT_MAX:
-        raise ValueError("integer out of range")
-    return value
+    return int(text)
 
 
 def has_lone_surrogate(value: Any) -> bool:
@@ -121,7 +119,7 @@ def encode_error(error: EventError) -> str:
 
 def parse_json(text: str) -> Any:
     """``json.loads`` that refuses with ``bad-json``: NaN/Infinity, numbers that overflow to
-    infinity (``1e400``), integers beyond 64 bits, and nesting too deep to parse."""
+    infinity (``1e400``), integers too long to convert cheaply, and nesting too deep to parse."""
     try:
         return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float, parse_int=_bounded_int)
     except (ValueError, RecursionError):
@@ -152,6 +150,11 @@ def peek_id(text: str) -> int | None:
             return None
         id = frame.get("id") if isinstance(frame, dict) else None
         return id if type(id) is int and id >= 0 else None
+    return trailing_id(text)
+
+
+def trailing_id(text: str) -> int | None:
+    """The ``id`` of a frame that could not be parsed, when it is the last top-level key."""
     match = _TRAILING_ID.search(text[-64:])
     id = int(match.group(1)) if match else None
     return id if id is not None and id <= INT_MAX else None
@@ -166,12 +169,13 @@ def decode_emit(text: str) -> tuple[Emit | None, EventError | None]:
     try:
         frame = parse_json(text)
     except EventError as error:
-        return None, error
+        id = trailing_id(text)
+        return (Emit("", None, id) if id is not None else None), error
     if not isinstance(frame, dict):
         return None, EventError("bad-frame", 'a frame is a JSON object {"event": NAME, "data": ...}')
     id = frame.get("id")
-    if id is not None and (type(id) is not int or id < 0):
-        return None, EventError("bad-frame", "'id' must be a non-negative integer")
+    if id is not None and (type(id) is not int or not 0 <= id <= INT_MAX):
+        return None, EventError("bad-frame", f"'id' must be an integer from 0 to {INT_MAX}")
     event = frame.get("event")
     if not isinstance(event, str) or not event:
         return Emit("", None, id), EventError("bad-frame", "the frame needs a string 'event'")

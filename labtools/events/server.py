@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
 from http import HTTPStatus
 from importlib import resources
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -287,6 +288,11 @@ def _static(path: str) -> bytes:
     return resources.files("labtools").joinpath("static", path).read_bytes()
 
 
+def _common_file(filename: str) -> bytes:
+    """A file every page shares (``events.js``, ``status.js``, ``course.css``)."""
+    return _static(f"common/{filename}")
+
+
 class EventServer(Generic[S]):
     """A WebSocket server speaking PROTOCOL.md's frames, with handlers by event name.
 
@@ -299,13 +305,15 @@ class EventServer(Generic[S]):
         name: str,
         state: S = None,  # type: ignore[assignment]
         *,
-        page: str | None = None,
+        page: str | Path | None = None,
         limits: Limits | None = None,
         allowed_origins: Iterable[str] = (),
         trace: Trace | None = None,
         keepalive: float | None = KEEPALIVE,
     ) -> None:
-        """``page``: folder under ``labtools/static`` whose ``index.html`` ``GET /`` serves.
+        """``page``: the folder whose ``index.html`` ``GET /`` serves: a name under ``labtools/static``
+        (the course's apps), or a ``Path`` to a learner's own folder. Either can use the shared
+        files of ``static/common`` (``events.js``, ``status.js``, ``course.css``).
 
         ``limits``: what one client (and all of them) may cost (``Limits()``: the defaults).
         ``allowed_origins``: browser origins (``scheme://host[:port]``) allowed to open the socket
@@ -330,6 +338,8 @@ class EventServer(Generic[S]):
         self.http_routes: dict[str, HttpRoute] = {}
         self.on_connect: list[Callable[[Client], Any]] = []
         self.on_disconnect: list[Callable[[Client], Any]] = []
+        self.on_start: list[Callable[[], Awaitable[Any]]] = []
+        self.on_close: list[Callable[[], Awaitable[Any]]] = []
         self.slow_clients_dropped = 0
         self.errors: list[str] = []
         self._ids = itertools.count(1)
@@ -365,6 +375,16 @@ class EventServer(Generic[S]):
     def disconnected(self, callback: Callable[[Client], Any]) -> Callable[[Client], Any]:
         """Register a callback (sync or async) for each closed connection."""
         self.on_disconnect.append(callback)
+        return callback
+
+    def starting(self, callback: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """Register a coroutine to await before the server listens (open a database, load state)."""
+        self.on_start.append(callback)
+        return callback
+
+    def closed(self, callback: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """Register a coroutine to await once every connection is closed (close what ``starting`` opened)."""
+        self.on_close.append(callback)
         return callback
 
     def route(self, path: str) -> Callable[[HttpRoute], HttpRoute]:
@@ -464,6 +484,8 @@ class EventServer(Generic[S]):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.closing = False
+        for callback in self.on_start:
+            await callback()
         read_pause = self.limits.read_pause
         self._server = await serve(
             self._handle,
@@ -525,6 +547,11 @@ class EventServer(Generic[S]):
             task.cancel()
         server.close(close_connections=True)
         await server.wait_closed()
+        for callback in self.on_close:
+            try:
+                await callback()
+            except Exception as exc:  # one failing clean-up must not skip the others
+                self.errors.append(f"close callback: {exc!r}")
 
     def origin_allowed(self, headers: Headers) -> bool:
         """Whether a WebSocket upgrade's ``Origin`` may open a connection.
@@ -592,15 +619,21 @@ class EventServer(Generic[S]):
         )
         return Response(status, HTTPStatus(status).phrase, headers, body)
 
+    def _page_file(self, filename: str) -> bytes:
+        """A file of the app's page folder: a learner's own folder, or one under ``labtools/static``."""
+        if isinstance(self.page, Path):
+            return (self.page / filename).read_bytes()
+        return _static(f"{self.page}/{filename}")
+
     def _static_file(self, path: str) -> tuple[int, str, bytes]:
         """``/`` is the app's ``index.html``; ``/name.ext`` its own file, else the shared one."""
         filename = "index.html" if path == "/" else path[1:]
         suffix = "." + filename.rpartition(".")[2]
         if suffix not in CONTENT_TYPES or filename.startswith("."):
             return 404, "text/plain; charset=utf-8", b"not found\n"
-        for folder in (self.page, "common"):
+        for read in (self._page_file, _common_file):
             try:
-                return 200, CONTENT_TYPES[suffix], _static(f"{folder}/{filename}")
+                return 200, CONTENT_TYPES[suffix], read(filename)
             except (FileNotFoundError, IsADirectoryError):
                 continue
         return 404, "text/plain; charset=utf-8", b"not found\n"

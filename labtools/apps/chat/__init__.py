@@ -3,6 +3,6 @@
 password guessing) and ``server`` (the events and their ``ChatLimits``). ``build`` is what ``serve("chat")``
 and ``python -m labtools serve chat --db PATH`` call."""
 
-from .server import ChatLimits, ChatServer, build
+from .server import ChatLimits, ChatState, build
 
-__all__ = ["ChatLimits", "ChatServer", "build"]
+__all__ = ["ChatLimits", "ChatState", "build"]

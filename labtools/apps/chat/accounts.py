@@ -22,7 +22,6 @@ far) is refused at once with ``rate-limited`` and a ``retryAfter``, which costs 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import secrets
 import stat
@@ -37,6 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ...events import EventError
+from .throttle import rate_limited
 
 TOKEN_TTL_S = 12 * 3600
 SECRET_ENV = "LABTOOLS_CHAT_SECRET"
@@ -50,22 +50,6 @@ T = TypeVar("T")
 
 class UnsafeSecretFile(PermissionError):
     """A secret file that someone other than its owner could read or change: never trusted."""
-
-
-class RateLimited(EventError):
-    """``rate-limited`` with ``retryAfter``: PROTOCOL.md's error object plus the seconds to wait.
-
-    The event layer's ``EventError`` carries code and message only; this subclass adds the
-    planned wire field, so the failed acknowledgement reads
-    ``{"code": "rate-limited", "message": ..., "retryAfter": SECONDS}``.
-    """
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__("rate-limited", message)
-        self.retry_after = max(0.1, math.ceil(retry_after * 10) / 10)
-
-    def as_data(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**super().as_data(), "retryAfter": self.retry_after}
 
 
 def load_secret(path: Path) -> str:
@@ -170,7 +154,7 @@ class Accounts:
         wait = self.queue_wait()
         if self.pending >= self.max_queue or wait > self.max_wait:
             self.refused += 1
-            raise RateLimited(
+            raise rate_limited(
                 f"the server is busy hashing passwords ({self.pending} queued, about {self.hash_seconds:.2f} s "
                 f"per hash): try again in a moment", wait - self.max_wait + self.hash_seconds)
 

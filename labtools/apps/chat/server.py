@@ -25,12 +25,13 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from ...events import Client, EventError, EventServer
-from ...events.server import require
+from ...events.server import TokenBucket, require
 from ...measure.metrics import Trace
 from .accounts import (
     MAX_HASH_QUEUE,
@@ -38,12 +39,11 @@ from .accounts import (
     SECRET_ENV,
     TOKEN_TTL_S,
     Accounts,
-    RateLimited,
     load_secret,
 )
 from .presence import Presence
 from .store import MAX_ID, EmailTaken, Store
-from .throttle import AttemptBucket, FailureThrottle, is_loopback
+from .throttle import FailureThrottle, is_loopback, rate_limited
 
 MAX_TEXT = 2000
 MAX_NAME = 40
@@ -52,6 +52,7 @@ MAX_PASSWORD = 256
 MAX_CLIENT_ID = 100
 MAX_MARKS = 2  # combining marks after one base character in a name (enough for any script)
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # always fullmatch: no "$" that lets a newline through
+LOGIN_COST = 10  # frames of the sender's rate limit that one login or sign-up weighs (it hashes)
 HIDDEN = ("Cc", "Cf")  # control and format characters: NUL, newlines, RTL overrides, zero-width spaces
 
 
@@ -112,235 +113,228 @@ def _name(value: Any) -> str:
     return name
 
 
-class ChatServer:
-    """The chat app: an ``EventServer`` with the chat's handlers, a ``Store`` and ``Accounts``."""
+class ChatState:
+    """What the chat holds between events: its accounts and users, who is online, who is guessing.
 
-    def __init__(self, store: Store, accounts: Accounts, *, limits: ChatLimits | None = None,
-                 trace: Trace | None = None, temporary: tempfile.TemporaryDirectory | None = None) -> None:
+    The handlers below read and change it; the ``Store`` (SQLite) and ``Accounts`` (argon2,
+    tokens) do the slow work off the event loop. ``open`` and ``close`` run when the server
+    starts and stops (``EventServer.starting`` and ``closed``).
+    """
+
+    def __init__(self, store: Store, accounts: Accounts, limits: ChatLimits, presence: Presence,
+                 temporary: tempfile.TemporaryDirectory | None = None) -> None:
         self.store = store
         self.accounts = accounts
-        self.limits = limits = limits or ChatLimits()
-        self.events = EventServer("chat", page="chat", trace=trace)
-        self.users: dict[str, dict[str, str]] = {}  # uid -> {"uid", "name", "email"}, sign-up order
+        self.limits = limits
+        self.users = presence.users  # uid -> {"uid", "name", "email"}, sign-up order
         self.emails: set[str] = set()
-        self.presence = Presence(self.events, self.users, window=limits.presence_window,
-                                 max_sockets=limits.max_sockets)
+        self.presence = presence
         self.account_failures = self._failures("account", limits.account_failures)
+        self.address_failures = self._failures("address", limits.address_failures)
         # Emails with a login being checked now: one at a time per account, so that a crowd of
         # sockets cannot get many guesses past the failure count before its window closes.
-        self._checking: set[str] = set()
-        self.address_failures = self._failures("address", limits.address_failures)
-        self._temporary = temporary
-        self._closed = False
-        self._register()
+        self.checking: set[str] = set()
+        self.temporary = temporary
 
     def _failures(self, what: str, threshold: int) -> FailureThrottle:
         limits = self.limits
         return FailureThrottle(what, threshold=threshold, base=limits.lockout_base,
                                longest=limits.lockout_longest, forget=limits.forget_after)
 
-    # ----- what ServerHandle and the CLI use ----------------------------------------------
+    async def open(self) -> None:
+        await self.store.open()
+        for user in await self.store.users():
+            self.users[user["uid"]] = user
+            self.emails.add(user["email"])
 
-    @property
-    def url(self) -> str:
-        return self.events.url
-
-    @property
-    def host(self) -> str:
-        return self.events.host
-
-    @property
-    def port(self) -> int:
-        return self.events.port
-
-    @property
-    def traffic(self) -> Any:
-        return self.events.traffic
+    async def close(self) -> None:
+        """Close the database, then the temporary folder."""
+        self.presence.close()
+        await self.store.close()
+        self.accounts.close()
+        if self.temporary is not None:
+            self.temporary.cleanup()
 
     @property
     def connections(self) -> dict[str, dict[Client, None]]:
         """uid -> that user's open, authenticated sockets (oldest first)."""
         return self.presence.connections
 
-    async def start(self, host: str, port: int) -> None:
-        await self.store.open()
-        for user in await self.store.users():
-            self.users[user["uid"]] = user
-            self.emails.add(user["email"])
-        await self.events.start(host, port)
-
-    async def aclose(self) -> None:
-        """Close every connection, then the database, then the temporary folder (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self.events.aclose()
-        self.presence.close()
-        await self.store.close()
-        self.accounts.close()
-        if self._temporary is not None:
-            self._temporary.cleanup()
-
     def user_list(self) -> list[dict[str, Any]]:
         return self.presence.user_list()
 
     # ----- who is asking ------------------------------------------------------------------
 
-    def _uid(self, client: Client) -> str:
+    def uid(self, client: Client) -> str:
         uid = client.state.get("uid")
-        require(uid is not None, "authenticate first: ?token= in the URL or an auth event", code="unauthorized")
+        require(uid is not None, "authenticate first: an auth event (or ?token= in the URL)", code="unauthorized")
         return uid
 
-    def _known(self, value: Any, field: str) -> str:
+    def known(self, value: Any, field: str) -> str:
         require(isinstance(value, str) and value in self.users, f"'{field}' must be the uid of a registered user")
         return value
 
-    def _account(self, uid: str) -> dict[str, Any]:
+    def account(self, uid: str) -> dict[str, Any]:
         return {"user": dict(self.users[uid]), "token": self.accounts.issue(uid)}
 
-    def _address(self, client: Client) -> str | None:
+    def address(self, client: Client) -> str | None:
         """The peer's IP when its failures are counted per address; None when exempt (loopback)."""
         remote = client.connection.remote_address
         address = str(remote[0]) if remote else ""
         return None if self.limits.exempt(address) else address
 
-    def _may_try(self, client: Client, email: str | None) -> str | None:
-        """Spend one of the connection's attempts and check the lockouts; the address to blame."""
-        bucket = client.state.get("attempts")
-        if bucket is None:
-            bucket = client.state["attempts"] = AttemptBucket(self.limits.attempts_burst,
-                                                              self.limits.attempts_per_second)
-        bucket.take()
-        address = self._address(client)
+    def may_try(self, client: Client, email: str | None) -> str | None:
+        """Spend one of the connection's attempts and check the lockouts; the address to blame.
+
+        Besides weighing more in the event layer's rate limit (``LOGIN_COST``), login and
+        sign-up have a slower bucket of their own per connection: each one costs a hash.
+        """
+        attempts = client.state.setdefault(
+            "attempts", TokenBucket(self.limits.attempts_burst, self.limits.attempts_per_second))
+        wait = attempts.wait(1)
+        if wait > 0:
+            raise rate_limited("too many login or sign-up attempts on this connection: slow down", wait)
+        attempts.take(1)
+        address = self.address(client)
         if address is not None:
             self.address_failures.check(address)
         if email is not None:
             self.account_failures.check(email)
         return address
 
-    # ----- the events --------------------------------------------------------------------
 
-    def _register(self) -> None:
-        on = self.events.on
-        on("sign-up")(self.sign_up)
-        on("login")(self.login)
-        on("auth")(self.auth)
-        on("subscribe-presence")(self.subscribe_presence)
-        on("personal-message")(self.personal_message)
-        on("typing")(self.typing)
-        on("history")(self.history)
-        self.events.connected(self.on_connect)
-        self.events.disconnected(self.presence.detach)
+# ----- the events: each handler gets the chat's state, the connection and the frame's data ---
 
-    def on_connect(self, client: Client) -> None:
-        """``?token=`` authenticates at once; a bad one leaves the socket unauthenticated, and says why."""
-        tokens = parse_qs(client.query).get("token")
-        if not tokens:
-            return
-        try:
-            uid = self.accounts.check(tokens[0])
-            require(uid in self.users, "the token's user does not exist here: sign up again", code="unauthorized")
-        except EventError as error:
-            client.emit("error", error.as_data())
-            return
-        self.presence.attach(client, uid)
 
-    async def sign_up(self, client: Client, data: Any) -> dict[str, Any]:
-        data = _fields(data, "sign-up", '{"name", "email", "password"}')
-        name = _name(data.get("name"))
-        email = _email(data.get("email"))
-        password = data.get("password")
-        require(isinstance(password, str) and MIN_PASSWORD <= len(password) <= MAX_PASSWORD,
-                f"'password' must have between {MIN_PASSWORD} and {MAX_PASSWORD} characters")
-        address = self._may_try(client, None)
-        # Hash first, taken or not: "already registered" takes as long as a login's answer.
-        password_hash = await self.accounts.hash(password)
-        uid = uuid.uuid4().hex
-        try:
-            require(email not in self.emails, "that email is already registered: log in instead")
-            await self.store.add_user(uid, name, email, password_hash)
-        except (EventError, EmailTaken):  # EmailTaken: the same email signed up twice at once
-            if address is not None:
-                self.address_failures.failed(address)
-            raise EventError("invalid-data", "that email is already registered: log in instead") from None
-        self.users[uid] = {"uid": uid, "name": name, "email": email}
-        self.emails.add(email)
-        self.presence.changed(uid)
-        return self._account(uid)
+def on_connect(chat: ChatState, client: Client) -> None:
+    """``?token=`` authenticates at once; a bad one leaves the socket unauthenticated, and says why."""
+    tokens = parse_qs(client.query).get("token")
+    if not tokens:
+        return
+    try:
+        uid = chat.accounts.check(tokens[0])
+        require(uid in chat.users, "the token's user does not exist here: sign up again", code="unauthorized")
+    except EventError as error:
+        client.emit("error", error.as_data())
+        return
+    chat.presence.attach(client, uid)
 
-    async def login(self, client: Client, data: Any) -> dict[str, Any]:
-        data = _fields(data, "login", '{"email", "password"}')
-        email, password = data.get("email"), data.get("password")
-        require(isinstance(email, str) and isinstance(password, str) and len(password) <= MAX_PASSWORD,
-                "login takes a string 'email' and 'password'")
-        email = _email(email)
-        address = self._may_try(client, email)
-        if email in self._checking:
-            raise RateLimited("a login for this account is being checked already: try again in a moment",
-                              self.accounts.hash_seconds)
-        self._checking.add(email)
-        try:
-            found = await self.store.credentials(email)
-            uid, password_hash = found if found is not None else (None, None)
-            ok = await self.accounts.verify(password_hash, password)
-        finally:
-            self._checking.discard(email)
-        if not (ok and uid in self.users):
-            # Unknown emails count too, so a lockout does not tell which emails have accounts.
-            self.account_failures.failed(email)
-            if address is not None:
-                self.address_failures.failed(address)
-            raise EventError("unauthorized", "wrong email or password")
-        self.account_failures.succeeded(email)
-        return self._account(uid)
 
-    def auth(self, client: Client, data: Any) -> dict[str, Any]:
-        data = _fields(data, "auth", '{"token": TOKEN}')
-        uid = self.accounts.check(data.get("token"))
-        require(uid in self.users, "the token's user does not exist here: sign up again", code="unauthorized")
-        current = client.state.get("uid")
-        require(current in (None, uid), "this connection is another user's: open a new one")
-        if current is None:
-            self.presence.attach(client, uid)
-        else:
-            client.emit("user-list", self.user_list())
-        return {"user": dict(self.users[uid])}
+async def sign_up(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+    data = _fields(data, "sign-up", '{"name", "email", "password"}')
+    name = _name(data.get("name"))
+    email = _email(data.get("email"))
+    password = data.get("password")
+    require(isinstance(password, str) and MIN_PASSWORD <= len(password) <= MAX_PASSWORD,
+            f"'password' must have between {MIN_PASSWORD} and {MAX_PASSWORD} characters")
+    address = chat.may_try(client, None)
+    # Hash first, taken or not: "already registered" takes as long as a login's answer.
+    password_hash = await chat.accounts.hash(password)
+    uid = uuid.uuid4().hex
+    try:
+        require(email not in chat.emails, "that email is already registered: log in instead")
+        await chat.store.add_user(uid, name, email, password_hash)
+    except (EventError, EmailTaken):  # EmailTaken: the same email signed up twice at once
+        if address is not None:
+            chat.address_failures.failed(address)
+        raise EventError("invalid-data", "that email is already registered: log in instead") from None
+    chat.users[uid] = {"uid": uid, "name": name, "email": email}
+    chat.emails.add(email)
+    chat.presence.changed(uid)
+    return chat.account(uid)
 
-    def subscribe_presence(self, client: Client, data: Any) -> list[dict[str, Any]]:
-        """Opt in to ``user-status`` per change instead of ``user-list``; acknowledged with the list."""
-        self._uid(client)
-        return self.presence.subscribe(client)
 
-    async def personal_message(self, client: Client, data: Any) -> dict[str, Any]:
-        sender = self._uid(client)
-        data = _fields(data, "personal-message", '{"to": UID, "message": STR}')
-        recipient = self._known(data.get("to"), "to")
-        text = data.get("message")
-        require(isinstance(text, str) and text.strip() != "" and len(text) <= MAX_TEXT,
-                f"'message' must be a non-empty string of at most {MAX_TEXT} characters")
-        client_id = data.get("clientId")
-        require(client_id is None or (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID),
-                f"'clientId' must be a string of 1 to {MAX_CLIENT_ID} characters")
-        message, new = await self.store.add_message(sender, recipient, text, client_id)
-        if new:  # a retry was delivered the first time; only its acknowledgement got lost
-            targets = {*self.presence.sockets(sender), *self.presence.sockets(recipient)}
-            self.events.broadcast("personal-message", message, to=targets)
-        return message
+async def login(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+    data = _fields(data, "login", '{"email", "password"}')
+    email, password = data.get("email"), data.get("password")
+    require(isinstance(email, str) and isinstance(password, str) and len(password) <= MAX_PASSWORD,
+            "login takes a string 'email' and 'password'")
+    email = _email(email)
+    address = chat.may_try(client, email)
+    if email in chat.checking:
+        raise rate_limited("a login for this account is being checked already: try again in a moment",
+                          chat.accounts.hash_seconds)
+    chat.checking.add(email)
+    try:
+        found = await chat.store.credentials(email)
+        uid, password_hash = found if found is not None else (None, None)
+        ok = await chat.accounts.verify(password_hash, password)
+    finally:
+        chat.checking.discard(email)
+    if not (ok and uid in chat.users):
+        # Unknown emails count too, so a lockout does not tell which emails have accounts.
+        chat.account_failures.failed(email)
+        if address is not None:
+            chat.address_failures.failed(address)
+        raise EventError("unauthorized", "wrong email or password")
+    chat.account_failures.succeeded(email)
+    return chat.account(uid)
 
-    def typing(self, client: Client, data: Any) -> None:
-        sender = self._uid(client)
-        data = _fields(data, "typing", '{"to": UID}')
-        recipient = self._known(data.get("to"), "to")
-        self.events.broadcast("typing", {"from": sender}, to=self.presence.sockets(recipient))
 
-    async def history(self, client: Client, data: Any) -> list[dict[str, Any]]:
-        me = self._uid(client)
-        data = _fields(data, "history", '{"with": UID, "after"?: MESSAGE_ID}')
-        other = self._known(data.get("with"), "with")
-        after = data.get("after")
-        require(after is None or (type(after) is int and 0 <= after <= MAX_ID),
-                f"'after' must be a message id (an integer from 0 to {MAX_ID})")
-        return await self.store.history(me, other, after=after)
+def auth(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+    data = _fields(data, "auth", '{"token": TOKEN}')
+    uid = chat.accounts.check(data.get("token"))
+    require(uid in chat.users, "the token's user does not exist here: sign up again", code="unauthorized")
+    current = client.state.get("uid")
+    require(current in (None, uid), "this connection is another user's: open a new one")
+    if current is None:
+        chat.presence.attach(client, uid)
+    else:
+        client.emit("user-list", chat.user_list())
+    return {"user": dict(chat.users[uid])}
+
+
+def subscribe_presence(chat: ChatState, client: Client, data: Any) -> list[dict[str, Any]]:
+    """Opt in to ``user-status`` per change instead of ``user-list``; acknowledged with the list."""
+    chat.uid(client)
+    return chat.presence.subscribe(client)
+
+
+async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+    sender = chat.uid(client)
+    data = _fields(data, "personal-message", '{"to": UID, "message": STR}')
+    recipient = chat.known(data.get("to"), "to")
+    text = data.get("message")
+    require(isinstance(text, str) and text.strip() != "" and len(text) <= MAX_TEXT,
+            f"'message' must be a non-empty string of at most {MAX_TEXT} characters")
+    client_id = data.get("clientId")
+    require(client_id is None or (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID),
+            f"'clientId' must be a string of 1 to {MAX_CLIENT_ID} characters")
+    message, new = await chat.store.add_message(sender, recipient, text, client_id)
+    if new:  # a retry was delivered the first time; only its acknowledgement got lost
+        targets = {*chat.presence.sockets(sender), *chat.presence.sockets(recipient)}
+        client.server.broadcast("personal-message", message, to=targets)
+    return message
+
+
+def typing(chat: ChatState, client: Client, data: Any) -> None:
+    sender = chat.uid(client)
+    data = _fields(data, "typing", '{"to": UID}')
+    recipient = chat.known(data.get("to"), "to")
+    client.server.broadcast("typing", {"from": sender}, to=chat.presence.sockets(recipient))
+
+
+async def history(chat: ChatState, client: Client, data: Any) -> list[dict[str, Any]]:
+    me = chat.uid(client)
+    data = _fields(data, "history", '{"with": UID, "after"?: MESSAGE_ID}')
+    other = chat.known(data.get("with"), "with")
+    after = data.get("after")
+    require(after is None or (type(after) is int and 0 <= after <= MAX_ID),
+            f"'after' must be a message id (an integer from 0 to {MAX_ID})")
+    return await chat.store.history(me, other, after=after)
+
+
+#: Every event of the chat, its handler, and what it costs of the sender's rate limit: a login
+#: or sign-up hashes a password (hundreds of milliseconds of a worker), so it weighs more.
+EVENTS: dict[str, tuple[Callable[..., Any], int]] = {
+    "sign-up": (sign_up, LOGIN_COST),
+    "login": (login, LOGIN_COST),
+    "auth": (auth, 1),
+    "subscribe-presence": (subscribe_presence, 1),
+    "personal-message": (personal_message, 1),
+    "typing": (typing, 1),
+    "history": (history, 1),
+}
 
 
 def build(
@@ -351,7 +345,7 @@ def build(
     fast_hashing: bool = False,
     limits: ChatLimits | None = None,
     trace: Trace | None = None,
-) -> ChatServer:
+) -> EventServer[ChatState]:
     """The chat on ``db`` (a temporary database when None, deleted at ``aclose``), not started.
 
     The token secret is ``secret``, else ``$LABTOOLS_CHAT_SECRET``, else one generated and kept
@@ -371,4 +365,13 @@ def build(
     secret = secret or os.environ.get(SECRET_ENV) or load_secret(secret_path)
     accounts = Accounts(secret, token_ttl=token_ttl, fast_hashing=fast_hashing,
                         max_wait=limits.hash_max_wait, max_queue=limits.hash_max_queue)
-    return ChatServer(Store(db), accounts, limits=limits, trace=trace, temporary=temporary)
+    server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace)
+    presence = Presence(server, {}, window=limits.presence_window, max_sockets=limits.max_sockets)
+    chat = server.state = ChatState(Store(db), accounts, limits, presence, temporary)
+    for event, (handler, cost) in EVENTS.items():
+        server.on(event, cost=cost)(partial(handler, chat))
+    server.connected(partial(on_connect, chat))
+    server.disconnected(presence.detach)
+    server.starting(chat.open)
+    server.closed(chat.close)
+    return server

@@ -21,12 +21,12 @@ class. Those users still have the per-account windows and the per-connection buc
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ...events.server import RateLimit
-from .accounts import RateLimited
+from ...events import EventError
 
 
 @dataclass
@@ -60,11 +60,11 @@ class FailureThrottle:
         return record
 
     def check(self, key: str) -> None:
-        """Raise ``RateLimited`` while ``key``'s window is closed."""
+        """Raise ``rate-limited`` while ``key``'s window is closed."""
         now = time.monotonic()
         record = self._record(key, now)
         if record is not None and record.closed_until > now:
-            raise RateLimited(f"too many failed attempts for this {self.what}: wait before trying again",
+            raise rate_limited(f"too many failed attempts for this {self.what}: wait before trying again",
                               record.closed_until - now)
 
     def failed(self, key: str) -> None:
@@ -101,18 +101,6 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-class AttemptBucket:
-    """Login and sign-up attempts one connection may make: ``burst`` at once, then ``per_second``.
-
-    It is the event layer's token bucket for these two expensive events only (each costs a
-    hash), kept per connection by the chat until the event layer can weigh events itself.
-    """
-
-    def __init__(self, burst: float, per_second: float) -> None:
-        self.limit = RateLimit(burst, per_second)
-
-    def take(self) -> None:
-        """Spend one attempt, or raise ``RateLimited`` with the seconds until the next one."""
-        if not self.limit.allow():
-            wait = (1 - self.limit.tokens) / self.limit.per_second
-            raise RateLimited("too many login or sign-up attempts on this connection: slow down", wait)
+def rate_limited(message: str, seconds: float) -> EventError:
+    """``rate-limited``, with ``retryAfter`` rounded up to a tenth of a second (at least 0.1 s)."""
+    return EventError("rate-limited", message, retry_after=max(0.1, math.ceil(seconds * 10) / 10))
