@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-from matplotlib.figure import Figure  # noqa: E402
-
-from labtools.measure.metrics import Trace, TraceEvent  # noqa: E402
-from labtools.plots import traffic  # noqa: E402
-from labtools.sim.crowd import CrowdResult  # noqa: E402
+from labtools.measure.metrics import Trace, TraceEvent
+from labtools.plots import traffic
+from labtools.sim.crowd import CrowdResult
 
 
 def crowd(mode: str, users: int, rate: float, latency_s: float) -> CrowdResult:
