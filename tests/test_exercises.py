@@ -15,8 +15,29 @@ import pytest
 import labtools as lt
 from labtools.events import EventClient
 from labtools.exercises import all_exercises, get
+from labtools.polling.client import HttpClient
 
 # --- plausible wrong answers -------------------------------------------------------------------
+
+
+async def newest_oldest(url: str, user: str) -> str:  # the first of the list, not the last
+    client = HttpClient(url)
+    try:
+        return (await client.get_json(f"/messages?user={user}&since=0"))[0]["text"]
+    finally:
+        await client.aclose()
+
+
+async def newest_message(url: str, user: str) -> dict:  # the whole message
+    client = HttpClient(url)
+    try:
+        return (await client.get_json(f"/messages?user={user}&since=0"))[-1]
+    finally:
+        await client.aclose()
+
+
+def newest_sync(url: str, user: str) -> str:  # not a coroutine function
+    return "dos"
 
 
 def sse_strings(text: str) -> list:  # forgot json.loads
@@ -151,6 +172,10 @@ def throttle_ends_only(moves: list, interval: float) -> list:
 
 #: id -> [(what the learner did, answer, a fragment of the message they must see)]
 WRONG: dict[str, list[tuple[str, Any, str]]] = {
+    "00.1": [("the oldest message", newest_oldest, "take the last"),
+             ("the whole message", newest_message, "message['text']"),
+             ("not async", newest_sync, "async def"),
+             ("the text itself", "dos", "the function itself")],
     "01.1": [("users × interval", 2000, "divide"), ("interval / users", 0.5, "users / interval"),
              ("a str", "500", "a number")],
     "01.2": [("a number, not the function", 10_800_000_000, "the function daily_bytes"),
@@ -216,7 +241,7 @@ CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
 
 
 def test_every_exercise_has_wrong_answers() -> None:
-    assert len(IDS) == 21
+    assert len(IDS) == 22
     assert set(WRONG) == set(IDS), f"give each exercise plausible wrong answers: {sorted(set(IDS) ^ set(WRONG))}"
     assert all(WRONG[id] for id in IDS)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 # The modules that register exercises, one per lesson; imported on first use.
 LESSON_MODULES = [
+    "labtools.exercises.lesson00",
     "labtools.exercises.lesson01",
     "labtools.exercises.lesson02",
     "labtools.exercises.lesson03",

@@ -30,6 +30,32 @@ def _label(result: Any) -> str:
     return f"{result.mode}, {result.users:,} users"
 
 
+LINESTYLES = ["-", "--", ":", "-."]
+
+#: What the clients' byte counters hold, said wherever bytes are plotted.
+BYTES_COUNTED = "counted at the clients' sockets; a request still held at the end counts its request only"
+
+
+def _ms(value: float) -> str:
+    """A latency for a label: "0.42 ms", "3.1 ms", "491 ms"."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2f} ms" if value < 1 else f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def _log_bars(ax: Any, labels: Sequence[str], values: Sequence[float], colors: Sequence[str], fmt: str) -> None:
+    """Bars on a log scale when the tallest is over 10× the shortest, each labelled with its value,
+    so a bar next to a much taller one stays visible."""
+    bars = ax.bar(labels, values, color=colors)
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8, padding=2)
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        ax.set_yscale("log")
+        ax.set_ylim(min(positive) / 3, max(positive) * 4)
+    else:
+        ax.margins(y=0.15)
+
+
 def requests_over_time(result: Any, bin_seconds: float = 0.5) -> Figure:
     """Answers per second over the run, stacked: the ones that carried messages vs ``[]``."""
     end = max([t for t, _n in result.timeline] + [result.duration])
@@ -56,7 +82,7 @@ def requests_over_time(result: Any, bin_seconds: float = 0.5) -> Figure:
 
 def useful_vs_empty(results: Sequence[Any]) -> Figure:
     """For each run, the share of answers that carried messages and the share that were ``[]``."""
-    labels = [_label(r) for r in results]
+    labels = [f"{_label(r)}\n{r.requests:,} requests" for r in results]
     empty = [100 * r.empty / r.requests if r.requests else 0 for r in results]
     useful = [100 - e for e in empty]
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * len(results)))
@@ -66,25 +92,36 @@ def useful_vs_empty(results: Sequence[Any]) -> Figure:
         ax.text(99, i, f"{e:.1f} % empty", ha="right", va="center", fontsize=9)
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
-    ax.set_xlabel("share of all requests (%)")
+    ax.set_xlabel("share of each run's requests (%): every bar is 100 %, whatever its count")
     ax.set_title("How many requests were worth making (blue: with messages, grey: [] no new messages)", fontsize=10)
     return finish(fig)
 
 
 def latency(results: Sequence[Any] | Any, kind: str = "ecdf") -> Figure:
-    """Delivery latency (send → receipt, ms): an ECDF (``kind="ecdf"``) or a histogram."""
+    """Delivery latency (send → receipt, ms): an ECDF (``kind="ecdf"``) or a histogram.
+
+    Each series gets its own colour (series index, not mode), so three crowds of the same mode
+    stay apart; when they share one mode, the legend names them by their users.
+    """
     if not isinstance(results, Sequence):
         results = [results]
+    modes = {r.mode for r in results}
+    same_mode = len(modes) == 1
+
+    def name(r: Any) -> str:
+        return f"{r.users:,} users" if same_mode else _label(r)
+
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for i, r in enumerate(results):
         ms = sorted(v * 1000 for v in r.latency.values)
         if not ms:
             continue
+        color = f"C{i}"
         if kind == "hist":
-            ax.hist(ms, bins=30, alpha=0.6, color=_color(r.mode, i), label=_label(r))
+            ax.hist(ms, bins=30, alpha=0.6, color=color, label=name(r))
         else:
-            ax.step(ms, [(k + 1) / len(ms) for k in range(len(ms))], where="post", color=_color(r.mode, i),
-                    label=f"{_label(r)} (p50 {percentile(ms, 50):.0f} ms)")
+            ax.step(ms, [(k + 1) / len(ms) for k in range(len(ms))], where="post", color=color,
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{name(r)} (p50 {_ms(percentile(ms, 50))})")
     ax.set_xlabel("delivery latency, send → receipt (ms)")
     ax.set_ylabel("share of messages" if kind == "ecdf" else "messages")
     if kind == "ecdf":
@@ -93,8 +130,10 @@ def latency(results: Sequence[Any] | Any, kind: str = "ecdf") -> Figure:
             lows = [min(r.latency.values) for r in results if r.latency.values]
             if max(v for r in results for v in r.latency.values) / max(min(lows), 1e-4) > 100:
                 ax.set_xscale("log")
-    ax.set_title("How long a message took to reach its reader")
-    ax.legend(loc="lower right", fontsize=8)
+    title = "How long a message took to reach its reader"
+    ax.set_title(f"{title} ({next(iter(modes))})" if same_mode and modes else title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return finish(fig)
 
@@ -116,15 +155,29 @@ def bytes_comparison(results: Sequence[Any]) -> Figure:
     ax.set_xticks(list(x), labels, fontsize=9)
     ax.set_ylabel("kilobytes (headers included)")
     ax.margins(y=0.25)
-    ax.set_title("Bytes on the wire")
+    ax.set_title(f"Bytes on the wire ({BYTES_COUNTED})", fontsize=9)
     ax.legend(fontsize=8)
     return finish(fig)
+
+
+def _time_format(events: Sequence[Any]) -> Any:
+    """How a sequence diagram labels its rows: the trace's own elapsed times, in milliseconds
+    when the rows shown span under two seconds, in seconds otherwise, with enough decimals that
+    rows apart in time do not read the same."""
+    times = [e.t for e in events]
+    span = max(times) - min(times) if times else 0.0
+    if span < 2.0 and (not times or max(times) < 10.0):
+        decimals = 2 if span < 0.01 else 1 if span < 0.5 else 0
+        return lambda t: f"{t * 1000:,.{decimals}f} ms"
+    decimals = 1 if span >= 10 else 2
+    return lambda t: f"{t:,.{decimals}f} s"
 
 
 def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: int = 40,
                      title: str = "Who asked whom, and what came back") -> Figure:
     """A sequence diagram from a ``Trace``: one lifeline per party, one arrow per message,
-    time running down. Empty answers (labels starting with ``[]``) are drawn in grey."""
+    time running down, each row labelled with when it happened (time since the trace started).
+    Empty answers (labels starting with ``[]``) are drawn in grey."""
     events = trace.events()[:limit]
     if parties is None:
         names: list[str] = []
@@ -137,6 +190,7 @@ def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: 
             names = [others[0], "server", others[1]]
         parties = names
     xs = {p: i for i, p in enumerate(parties)}
+    stamp = _time_format(events)
     fig, ax = plt.subplots(figsize=(9, 0.9 + 0.36 * max(len(events), 3)))
     n = len(events)
     for p, x in xs.items():
@@ -155,7 +209,7 @@ def sequence_diagram(trace: Trace, parties: Sequence[str] | None = None, limit: 
         label = e.label if len(e.label) <= 42 else e.label[:40] + "…"
         ax.text((x0 + x1) / 2, y - 0.08, label, ha="center", va="bottom", fontsize=8,
                 color="#737373" if grey else "black")
-        ax.text(-0.45, y, f"{e.t:.1f} s", ha="right", va="center", fontsize=7, color="#737373")
+        ax.text(-0.45, y, stamp(e.t), ha="right", va="center", fontsize=7, color="#737373")
     ax.set_xlim(-0.75, len(parties) - 0.4)
     ax.set_ylim(n + 0.5, -1.2)
     ax.axis("off")
@@ -169,13 +223,14 @@ def comparison(results: Sequence[Any]) -> Figure:
     colors = [_color(r.mode, i) for i, r in enumerate(results)]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
     ax = axes[0]
-    ax.bar(labels, [r.requests_per_second for r in results], color=colors)
-    ax.set_ylabel("requests per second")
+    rates = [r.requests_per_second for r in results]
+    _log_bars(ax, labels, rates, colors, "{:,.1f}")
+    ax.set_ylabel("requests per second" + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title("Requests")
     ax = axes[1]
-    ax.bar(labels, [r.bytes_total / r.duration / 1000 for r in results], color=colors)
+    _log_bars(ax, labels, [r.bytes_total / r.duration / 1000 for r in results], colors, "{:,.1f}")
     ax.set_ylabel("KB per second (both ways)")
-    ax.set_title("Bytes on the wire")
+    ax.set_title("Bytes on the wire\n(clients' sockets, held requests: request only)", fontsize=9)
     ax = axes[2]
     x = range(len(results))
     p50 = [r.latency.summary()["p50_ms"] for r in results]
@@ -200,11 +255,10 @@ def comparison(results: Sequence[Any]) -> Figure:
 def held_over_time(results: Sequence[Any]) -> Figure:
     """How many requests or streams each run kept open at the server, over time."""
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    styles = ["-", "--", ":", "-."]
     for i, r in enumerate(results):
         if r.held:
             ax.plot([t for t, _ in r.held], [n for _, n in r.held], color=_color(r.mode, i), label=_label(r),
-                    linestyle=styles[i % len(styles)], linewidth=3 - 0.6 * (i % 3))
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=3 - 0.6 * (i % 3))
     ax.set_xlabel("time since the start (s)")
     ax.set_ylabel("open requests / streams")
     ax.set_title("What the server holds open")
