@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .figures import finish
 
@@ -36,21 +39,28 @@ def bytes_per_vote(rows: list[dict[str, float]]) -> Figure:
 
 
 def drift(errors: dict[str, list[int]], missed: int) -> Figure:
+    """Per update, how far each client's list is from the server's: whole votes and bands, so whole ticks."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     for label, values in errors.items():
         ax.step(range(1, len(values) + 1), values, where="post", label=label)
     ax.axvline(missed, color="grey", linestyle=":", label=f"update {missed} lost")
     ax.set(title="How wrong a client's list is after it missed one update",
            xlabel="updates received", ylabel="votes off (+ bands missing)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return finish(fig)
 
 
-def latency_histogram(samples_ms: dict[str, list[float]]) -> Figure:
+def latency_histogram(samples_ms: dict[str, list[float]], bins: int = 40) -> Figure:
+    """Every series on the same bins, log-spaced over all the samples, so their bars compare."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    every = [v for values in samples_ms.values() for v in values]
+    edges = np.geomspace(min(every), max(every), bins + 1)
     for label, values in samples_ms.items():
-        ax.hist(values, bins=30, alpha=0.6, label=label)
-    ax.set(title="Round-trip time of one request", xlabel="milliseconds", ylabel="requests")
+        ax.hist(values, bins=edges, alpha=0.6, label=label)
+    ax.set(xscale="log", title="Round-trip time of one request (same bins for both)",
+           xlabel="milliseconds (log scale)", ylabel="requests")
     ax.legend()
     return finish(fig)
 
@@ -64,18 +74,23 @@ def tickets_per_desk(by_desk: dict[int, list[int]]) -> Figure:
 
 
 def marker_paths(session: dict[str, Any]) -> Figure:
-    """The true path of each dragged marker and the positions a watcher received."""
+    """The positions a watcher received (dots, one colour per user) under the true path (black line)."""
     fig, ax = plt.subplots(figsize=(8, 4))
+    handles = []
     for k, (path, seen) in enumerate(zip(session["paths"], session["seen"], strict=True)):
+        ax.plot([s[1] for s in seen], [s[2] for s in seen], "o", color=f"C{k}", markersize=4, alpha=0.35,
+                markeredgewidth=0, zorder=2)
+        handles.append(Line2D([], [], marker="o", linestyle="", color=f"C{k}",
+                              label=f"user-{k}: {len(seen)} updates received"))
         steps = [path(session["seconds"] * i / 200) for i in range(201)]
-        ax.plot([p[0] for p in steps], [p[1] for p in steps], color=f"C{k}", linewidth=1, alpha=0.5)
-        ax.plot([s[1] for s in seen], [s[2] for s in seen], ".", color=f"C{k}", label=f"user-{k}: {len(seen)} updates")
+        ax.plot([p[0] for p in steps], [p[1] for p in steps], color="black", linewidth=1, zorder=3)
+    handles.append(Line2D([], [], color="black", linewidth=1, label="true path"))
     ax.set(xlim=(-180, 180), ylim=(-90, 90), aspect="equal", xlabel="longitude (°)", ylabel="latitude (°)",
            title="Dragged markers: true path (line) and what a watcher received (dots)")
     ax.set_xticks(range(-180, 181, 30))
     ax.set_yticks(range(-90, 91, 30))
     ax.grid(alpha=0.4)
-    ax.legend(loc="lower left", fontsize="small")
+    ax.legend(handles=handles, loc="lower left", fontsize="small")
     return finish(fig)
 
 
