@@ -1,6 +1,6 @@
 """Peer benchmarks: the course's servers against Socket.IO peers, one load generator, one run.
 
-    python benchmarks/peers/run.py            # the full run (about 15 minutes on 2 cores)
+    python benchmarks/peers/run.py            # the full run (about 5 minutes on 2 cores)
     python benchmarks/peers/run.py --quick    # a few seconds per server: a CI smoke pass
 
 Installs the peers' dependencies when missing (``npm ci`` into benchmarks/peers/node_modules,
