@@ -32,7 +32,8 @@ def test_a_message_typed_in_one_page_appears_in_both(browser, minichat: lt.Serve
         assert pedro.input_value("#text") == ""  # cleared once the server acknowledged it
         ana.fill("#text", "hola Pedro")
         ana.click("button[type=submit]")
-        pedro.locator("#messages li", has_text="hola Pedro").wait_for(timeout=5_000)
+        for page in (pedro, ana):  # the sender's page shows it too, once the broadcast comes back
+            page.locator("#messages li", has_text="hola Pedro").wait_for(timeout=5_000)
         assert pedro.locator("#messages li").count() == ana.locator("#messages li").count() == 2
     finally:
         context.close()
