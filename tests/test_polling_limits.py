@@ -115,7 +115,7 @@ def test_a_trickled_body_is_a_408_and_the_connection_is_closed(small: lt.ServerH
         while chunk := s.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408 ") and b'"timeout"' in answer
-    assert small.server.store.count == 0
+    assert small.read(lambda store: store.count) == 0
 
 
 def test_a_held_long_poll_outlives_the_head_deadline(small: lt.ServerHandle) -> None:
@@ -167,7 +167,7 @@ def test_the_store_keeps_the_last_messages_only() -> None:
 
 def test_answers_are_pages_and_a_forgotten_since_is_a_410_gap(small: lt.ServerHandle) -> None:
     ids = [post(small.url, {"from": "Pedro", "to": "Ana", "text": f"m{i}"}).json()["id"] for i in range(8)]
-    assert small.server.store.kept == 5
+    assert small.read(lambda store: store.kept) == 5
     gap = request(small.url, "GET", "/messages?user=Ana&since=0")
     assert gap.status == 410 and gap.headers["content-type"].startswith("application/json")
     error = gap.json()["error"]
@@ -252,7 +252,7 @@ def test_a_bad_last_event_id_is_a_400_before_any_200(small: lt.ServerHandle) -> 
 def test_any_json_error_is_a_400(small: lt.ServerHandle, body: bytes) -> None:
     response = post(small.url, body[: 64 * 1024])
     assert response.status == 400 and response.json()["error"]["code"] == "bad-json"
-    assert small.server.store.count == 0
+    assert small.read(lambda store: store.count) == 0
 
 
 # ----- 4. JSON only, same site only ------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_posts_must_be_json(small: lt.ServerHandle, content_type: str | None) ->
     headers = {"Content-Type": content_type} if content_type else {}
     response = request(small.url, "POST", "/messages", body, headers)
     assert response.status == 415 and response.json()["error"]["code"] == "unsupported-media-type"
-    assert small.server.store.count == 0
+    assert small.read(lambda store: store.count) == 0
 
 
 def test_cross_site_posts_are_refused(small: lt.ServerHandle) -> None:
@@ -272,7 +272,7 @@ def test_cross_site_posts_are_refused(small: lt.ServerHandle) -> None:
     for origin in ("http://evil.example", "null", "https://127.0.0.1:1"):
         response = post(small.url, message, {"Origin": origin})
         assert response.status == 403 and response.json()["error"]["code"] == "forbidden-origin"
-    assert small.server.store.count == 0
+    assert small.read(lambda store: store.count) == 0
     own = small.url.rstrip("/")
     assert post(small.url, message, {"Origin": own}).status == 201
     assert post(small.url, message).status == 201  # no Origin: not a browser

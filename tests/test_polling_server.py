@@ -187,12 +187,12 @@ BAD_BODIES: list[tuple[Any, int, str]] = [
 @pytest.mark.parametrize(("body", "status", "code"), BAD_BODIES, ids=range(len(BAD_BODIES)))
 def test_bad_posts_get_a_json_error_and_store_nothing(server: lt.ServerHandle, body: Any, status: int,
                                                       code: str) -> None:
-    before = server.server.store.count
+    before = server.read(lambda store: store.count)
     response = post(server.url, body)
     assert response.status == status, response.body[:200]
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == code
-    assert server.server.store.count == before
+    assert server.read(lambda store: store.count) == before
     assert post(server.url, {"from": "Pedro", "to": "Ana", "text": "still up"}).status == 201
 
 
@@ -218,7 +218,7 @@ def test_a_roster_refuses_unknown_users() -> None:
         assert response.status == 404 and response.json()["error"]["code"] == "unknown-user"
     response = request(server.url, "GET", "/messages?user=Eve")
     assert response.status == 404 and response.json()["error"]["code"] == "unknown-user"
-    assert server.server.store.count == 1
+    assert server.read(lambda store: store.count) == 1
     server.stop()
 
 

@@ -265,7 +265,8 @@ def make_app(
 
 
 class PollingServer(MeteredSite):
-    """The running REST chat: ``url``, ``traffic`` and ``store`` for a cell to inspect."""
+    """The running REST chat: ``url``, ``traffic``, and its ``state``: the ``MessageStore`` (a cell
+    reads it with ``ServerHandle.read``, on the loop thread)."""
 
     def __init__(
         self,
@@ -279,7 +280,7 @@ class PollingServer(MeteredSite):
         traffic = Traffic()
         app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
         super().__init__(app, traffic, head_timeout=head_timeout, max_connections=max_connections)
-        self.store = self.app[STORE]
+        self.state: MessageStore = self.app[STORE]
 
 
 def build(
