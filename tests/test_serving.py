@@ -123,3 +123,34 @@ def test_a_plain_websockets_server_runs_through_the_runtime(browser) -> None:
     finally:
         context.close()
         again.stop()
+
+
+def test_a_learners_page_folder_and_lifecycle_hooks(tmp_path) -> None:
+    """A learner's own page folder is served beside the shared modules; ``starting`` runs before
+    the server listens and ``closed`` after its connections are closed (open and close a database)."""
+    import urllib.request
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>mine</title>")
+    calls: list[str] = []
+    server = EventServer("learner-page", page=tmp_path)
+
+    @server.starting
+    async def open_things() -> None:
+        calls.append("starting")
+
+    @server.closed
+    async def close_things() -> None:
+        calls.append("closed")
+
+    handle = lt.serve(server)
+    try:
+        assert calls == ["starting"]
+        with urllib.request.urlopen(handle.url, timeout=5) as page:
+            assert b"<title>mine</title>" in page.read()
+        with urllib.request.urlopen(handle.url + "events.js", timeout=5) as shared:
+            assert b"export class EventSocket" in shared.read()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(handle.url + "..%2Fsecret.html", timeout=5)
+    finally:
+        handle.stop()
+    assert calls == ["starting", "closed"]
