@@ -9,6 +9,7 @@ origins opening the socket.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 import urllib.request
@@ -532,3 +533,37 @@ def test_a_page_of_another_port_cannot_open_the_socket(browser) -> None:
         context.close()
         mine.stop()
         theirs.stop()
+
+
+# ----- 8. what an idle connection holds -------------------------------------------------------------------
+
+
+def test_an_open_connection_keeps_its_path_but_not_its_handshake_and_still_reassembles_fragments() -> None:
+    """Memory per idle connection: the handshake's headers are dropped once open (the query
+    stays for ``Client.query``), websockets' deques are small lists, and a message sent in
+    fragments, many messages queued at once, and the flow control all still work."""
+
+    async def scenario() -> None:
+        server = await started(echo_server(limits=Limits(frames_per_second=1e6, frame_burst=1e6)))
+        ws = await connect(f"ws://127.0.0.1:{server.port}/?token=abc", compression=None,
+                           additional_headers={"X-Big": "x" * 2000})
+        try:
+            await ws.send(raw_frame("echo", '"hello"', 1))
+            assert (await answer(ws, lambda a: a.get("ack") == 1))["data"] == "hello"
+            (client,) = server.clients.values()
+            assert client.query == "token=abc"
+            assert len(client.connection.request.headers) == 0 and client.connection.response is None
+            assert type(client.connection.recv_messages.frames.queue) is not collections.deque
+            # A message in fragments (text, continuation, continuation) is reassembled.
+            await ws.send(['{"event":"echo",', '"data":"in pieces",', '"id":2}'])
+            assert (await answer(ws, lambda a: a.get("ack") == 2))["data"] == "in pieces"
+            # A burst queues many frames at once: every one answered, in order.
+            for id in range(3, 203):
+                await ws.send(raw_frame("echo", str(id), id))
+            acks = [(await answer(ws, lambda a: "ack" in a))["ack"] for _ in range(200)]
+            assert acks == list(range(3, 203))
+        finally:
+            await ws.close()
+            await server.aclose()
+
+    run(scenario())
