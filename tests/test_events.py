@@ -17,7 +17,8 @@ from websockets.exceptions import ConnectionClosed
 
 import labtools
 from labtools.events import AckError, Client, EventClient, EventError, EventServer
-from labtools.events.server import MAX_FRAME, require
+from labtools.events.limits import MAX_FRAME
+from labtools.events.server import require
 
 run = labtools.run
 

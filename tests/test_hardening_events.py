@@ -25,7 +25,7 @@ import labtools
 from labtools import serving
 from labtools.events import AckError, Client, EventClient, EventServer
 from labtools.events import server as server_module
-from labtools.events.server import MIB, Limits
+from labtools.events.limits import MIB, Limits
 
 run = labtools.run
 LONE = "\ud800"  # half of a surrogate pair: valid JSON (as an escape), never valid UTF-8

@@ -6,6 +6,7 @@ with ``@server.on("name")``, and *broadcasts* to everyone, to a room, or to all 
 
 from .client import AckError, EventClient
 from .frames import EventError
-from .server import Client, EventServer
+from .connection import Client
+from .server import EventServer
 
 __all__ = ["AckError", "Client", "EventClient", "EventError", "EventServer"]

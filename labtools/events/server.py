@@ -23,13 +23,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, fields
 from http import HTTPStatus
-from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -38,10 +34,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event, State
+from websockets.protocol import State
 
 from ..measure.metrics import Trace, Traffic
-from ..measure.wire import ByteMeter, CountingTransport
+from ..measure.wire import ByteMeter
+from .connection import Client, MeteredConnection, forget_handshake
 from .frames import (
     Emit,
     EventError,
@@ -52,270 +49,23 @@ from .frames import (
     encode_failed_ack,
     peek_id,
 )
+from .limits import Limits
+from .origins import allowed_origins_from_env, origin_allowed, security_headers
+from .pages import serve_file
 
-MIB = 1_048_576
-MAX_FRAME = MIB
-SLOW_CLIENT_BUFFER = 4 * MIB
 OPEN = State.OPEN
 KEEPALIVE = 20.0
-CONTROL = (Opcode.PING, Opcode.PONG)
-#: Extra origins a browser page may open sockets from (comma-separated), beside the server's own.
-ORIGINS_ENV = "LABTOOLS_ALLOWED_ORIGINS"
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 Handler = Callable[["Client", Any], Any]
 #: The type of an app's state: a small class of its own, kept apart from I/O (``BandBoard``...).
 S = TypeVar("S")
 HttpRoute = Callable[[Request], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
 
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".json": "application/json",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one client may cost the server, and what all of them may buffer together.
-
-    ``frames_per_second``/``frame_burst``: frames accepted from one client (control frames and
-    each handler's ``cost`` included). ``bytes_per_second``/``byte_burst``: text accepted from one
-    client, taken before the text is parsed (parsing 1 MiB costs tens of milliseconds).
-    ``client_buffer``: unsent bytes a client may leave on the server before it is cut;
-    ``read_pause``: above this, the server stops reading from that client (so it cannot make
-    the server write more) until the client catches up. ``total_buffer``: unsent bytes across
-    all clients; beyond it the clients with the largest backlogs are cut. ``max_frame``: the
-    largest text frame accepted (1009 closes the connection beyond it).
-    """
-
-    frames_per_second: float = 100
-    frame_burst: float = 200
-    bytes_per_second: float = MIB / 4
-    byte_burst: float = 2 * MAX_FRAME
-    client_buffer: int = SLOW_CLIENT_BUFFER
-    read_pause: int = 64 * 1024
-    total_buffer: int = 64 * MIB
-    max_frame: int = MAX_FRAME
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            if not getattr(self, field.name) > 0:
-                raise ValueError(f"Limits.{field.name} must be positive")
-        if self.byte_burst < self.max_frame:
-            raise ValueError("Limits.byte_burst must hold one frame of max_frame bytes")
-        if not self.read_pause < self.client_buffer <= self.total_buffer:
-            raise ValueError("Limits need read_pause < client_buffer <= total_buffer")
-
-
-class TokenBucket:
-    """``burst`` units at once, refilled at ``per_second``: frames, or bytes of text."""
-
-    __slots__ = ("burst", "per_second", "tokens", "stamp")
-
-    def __init__(self, burst: float, per_second: float) -> None:
-        self.burst = burst
-        self.per_second = per_second
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def wait(self, amount: float) -> float:
-        """Seconds until ``amount`` units are available (0.0: now); takes nothing."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_second)
-        self.stamp = now
-        return max(0.0, (amount - self.tokens) / self.per_second)
-
-    def take(self, amount: float) -> None:
-        """Spend ``amount`` units; the balance may go negative (a debt the refill pays back)."""
-        self.tokens -= amount
-
-
-def allowed_origins_from_env() -> frozenset[str]:
-    """``LABTOOLS_ALLOWED_ORIGINS``: origins (``scheme://host[:port]``) allowed on every server."""
-    return frozenset(o.strip().rstrip("/").lower() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip())
-
-
-def _origin_host(origin: str) -> str:
-    """``https://hub.example:443`` -> ``hub.example``: the host[:port] a browser's Origin names,
-    default port dropped, so that it compares with a ``Host`` header."""
-    scheme, _, host = origin.lower().partition("://")
-    default = {"http": ":80", "https": ":443"}.get(scheme)
-    if default and host.endswith(default):
-        host = host.removesuffix(default)
-    return host
-
-
-def _header_hosts(value: str | None, scheme: str) -> list[str]:
-    """The hosts a ``Host`` or ``X-Forwarded-Host`` header names (proxies may list several)."""
-    if not value:
-        return []
-    return [_origin_host(f"{scheme}://{h.strip()}") for h in value.split(",") if h.strip()]
-
-
-class Client:
-    """One connected socket, as the handlers see it."""
-
-    __slots__ = ("id", "server", "connection", "protocol", "transport", "state", "rooms", "frames", "bytes", "name")
-
-    def __init__(self, id: int, server: EventServer, connection: ServerConnection) -> None:
-        self.id = id
-        self.server = server
-        self.connection = connection
-        # The broadcast loop reads these two once per delivery: keep them one lookup away.
-        self.protocol = connection.protocol
-        self.transport: asyncio.WriteTransport = getattr(connection, "raw_transport", connection.transport)
-        self.state: dict[str, Any] = {}
-        self.rooms: set[str] = set()
-        # The buckets live on the connection: control frames are counted there, before a Client exists.
-        self.frames: TokenBucket = connection.frames  # type: ignore[attr-defined]
-        self.bytes: TokenBucket = connection.bytes  # type: ignore[attr-defined]
-        self.name = f"client-{id}"
-
-    def admit(self, size: int) -> float:
-        """Take one frame and ``size`` bytes before parsing; else the seconds to wait (nothing taken)."""
-        wait = max(self.frames.wait(1), self.bytes.wait(size))
-        if wait == 0.0:
-            self.frames.take(1)
-            self.bytes.take(size)
-        return wait
-
-    @property
-    def query(self) -> str:
-        """The query string of the upgrade request (``token=...`` for the chat)."""
-        request = self.connection.request
-        path = request.path if request is not None else "/"
-        return path.partition("?")[2]
-
-    def emit(self, event: str, data: Any = None) -> None:
-        """Send one event to this client."""
-        self.server.send_text([self], event, dumps({"event": event, "data": data}))
-
-    def join(self, room: str) -> None:
-        self.rooms.add(room)
-        self.server.rooms.setdefault(room, set()).add(self)
-
-    def leave(self, room: str) -> None:
-        self.rooms.discard(room)
-        members = self.server.rooms.get(room)
-        if members is not None:
-            members.discard(self)
-            if not members:
-                del self.server.rooms[room]
-
-    def __repr__(self) -> str:
-        return f"<Client {self.name}>"
-
-
-class _MeteredConnection(ServerConnection):
-    """A ``ServerConnection`` whose socket bytes are counted in the server's ``Traffic``.
-
-    websockets' own writes (handshake, pongs, close frames) go through a ``CountingTransport``;
-    ``send_text`` writes to ``raw_transport`` and counts its bytes once per broadcast instead,
-    which saves three Python calls per delivery. ``heard`` is when bytes last arrived, for the
-    server-wide keepalive.
-
-    It also keeps a client from growing the server: websockets answers each ping with a pong on
-    its own, so reading stops while this client's unsent bytes are above the high-water mark
-    (``Limits.read_pause``, given as ``write_limit``), a client whose backlog still passes
-    ``Limits.client_buffer`` is cut, and pings and pongs take tokens from the client's frame
-    bucket: a client that runs a debt of more than one burst with them is closed with 1008.
-    """
-
-    def __init__(self, server: EventServer, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        limits = server.limits
-        self.events = server  # not ``server``: websockets keeps its own ``Server`` there
-        self.total = server.traffic.total
-        self.meter = server.meter
-        self.raw_transport: asyncio.WriteTransport | None = None
-        self.heard = time.monotonic()
-        self.frames = TokenBucket(limits.frame_burst, limits.frames_per_second)
-        self.bytes = TokenBucket(limits.byte_burst, limits.bytes_per_second)
-        # websockets keeps two deques per connection, about 760 bytes each even when empty (a
-        # deque allocates a 64-slot block): lists do the same job here for 56 bytes.
-        self.drain_waiters = []  # type: ignore[assignment]  # append, remove, iterate: same with a list
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw_transport = transport  # type: ignore[assignment]
-        # One meter for the whole server: a connection holds no counter or closure of its own.
-        super().connection_made(CountingTransport(transport, self.meter))  # type: ignore[arg-type]
-        self.recv_messages.frames.queue = _SmallQueue()  # type: ignore[assignment]  # made by connection_made
-
-    def data_received(self, data: bytes) -> None:
-        self.total.bytes_in += len(data)
-        self.heard = time.monotonic()
-        super().data_received(data)
-        transport = self.raw_transport
-        if transport is None:
-            return
-        if transport.get_write_buffer_size() > self.events.limits.client_buffer:
-            self.events.drop_slow(transport)
-        elif self.paused:  # websockets' queue may have resumed reading while writes are backed up
-            transport.pause_reading()  # type: ignore[attr-defined]
-
-    def process_event(self, event: Event) -> None:
-        """Count pings and pongs in the frame budget (websockets answers pings by itself)."""
-        if isinstance(event, Frame) and event.opcode in CONTROL:
-            self.frames.wait(1)  # refill first
-            self.frames.take(1)
-            if self.frames.tokens < -self.frames.burst:
-                self.protocol.fail(CloseCode.POLICY_VIOLATION, "too many control frames")
-                self.send_data()
-                return
-        super().process_event(event)
-
-    def pause_writing(self) -> None:
-        """Past the high-water mark: stop reading, so this client cannot make us write more."""
-        super().pause_writing()
-        if self.raw_transport is not None:
-            self.raw_transport.pause_reading()  # type: ignore[attr-defined]
-
-    def resume_writing(self) -> None:
-        """Back under the low-water mark: read again, unless websockets' own queue is full."""
-        super().resume_writing()
-        if self.raw_transport is not None and not self.recv_messages.paused:
-            self.raw_transport.resume_reading()  # type: ignore[attr-defined]
-
-
-_NO_HEADERS = Headers()
-
-
-class _SmallQueue(list):
-    """The deque operations websockets' ``Assembler`` uses, on a list: its queue holds at most
-    ``max_queue`` (16) frames, so ``pop(0)`` costs nothing, and an empty list is 56 bytes."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-    def extendleft(self, items: Iterable[Any]) -> None:
-        self[0:0] = list(items)[::-1]
-
-
-def _forget_handshake(connection: ServerConnection) -> None:
-    """Once open, a connection keeps only its request's path (``Client.query``): the request's
-    and the response's headers, about 3 KB per connection, are not read again."""
-    if connection.request is not None:  # in place: websockets' parser holds this request too
-        connection.request.headers = _NO_HEADERS
-    connection.response = None
 
 
 def _text_frame(text: str) -> bytes:
     """The bytes of one unmasked, uncompressed text frame: what every client receives."""
     return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
-
-
-def _static(path: str) -> bytes:
-    return resources.files("labtools").joinpath("static", path).read_bytes()
-
-
-def _common_file(filename: str) -> bytes:
-    """A file every page shares (``events.js``, ``status.js``, ``course.css``)."""
-    return _static(f"common/{filename}")
 
 
 class EventServer(Generic[S]):
@@ -531,7 +281,7 @@ class EventServer(Generic[S]):
             ping_interval=None,
             # A client that never answers the closing handshake must not hold up Ctrl-C for 10 s.
             close_timeout=2,
-            create_connection=lambda *a, **kw: _MeteredConnection(self, *a, **kw),  # type: ignore[arg-type]
+            create_connection=lambda *a, **kw: MeteredConnection(self, *a, **kw),  # type: ignore[arg-type]
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         self.host, self.port = sockname[0], sockname[1]
@@ -585,47 +335,9 @@ class EventServer(Generic[S]):
             except Exception as exc:  # one failing clean-up must not skip the others
                 self.errors.append(f"close callback: {exc!r}")
 
-    def origin_allowed(self, headers: Headers) -> bool:
-        """Whether a WebSocket upgrade's ``Origin`` may open a connection.
-
-        Allowed: no ``Origin`` (a non-browser client), this server's own origin on 127.0.0.1 or
-        localhost, an origin whose host is the request's ``Host`` or ``X-Forwarded-Host`` (the
-        page's own server, also through jupyter-server-proxy), and ``allowed_origins``. Any other
-        page would otherwise act in the learner's name (cross-site WebSocket hijacking).
-        """
-        origins = headers.get_all("Origin")
-        if not origins:
-            return True
-        if len(origins) > 1:
-            return False
-        origin = origins[0].strip().rstrip("/").lower()
-        if origin in self.allowed_origins or origin in (f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}"):
-            return True
-        scheme = origin.partition("://")[0]
-        if scheme not in ("http", "https"):
-            return False
-        hosts = _header_hosts(", ".join(headers.get_all("Host")), scheme)
-        hosts += _header_hosts(", ".join(headers.get_all("X-Forwarded-Host")), scheme)
-        return _origin_host(origin) in hosts
-
-    def security_headers(self, headers: Headers) -> list[tuple[str, str]]:
-        """Headers on every HTTP answer: no MIME sniffing, and a CSP that lets the page load only
-        its own modules, open sockets, and be framed by a notebook (JupyterLab on localhost or
-        127.0.0.1, the proxy's host on Binder, or an allowed origin) and by no other site."""
-        ancestors = ["'self'", "http://localhost:*", "http://127.0.0.1:*", *sorted(self.allowed_origins)]
-        for host in ", ".join(headers.get_all("X-Forwarded-Host")).split(","):
-            host = host.strip()
-            if _HOST.fullmatch(host):
-                ancestors += [f"http://{host}", f"https://{host}"]
-        # 'unsafe-eval': the pages never eval, but Playwright's string predicates (the browser
-        # tests) do; inline and foreign scripts, the XSS vectors, stay refused.
-        policy = (f"default-src 'self'; script-src 'self' 'unsafe-eval'; connect-src 'self' ws: wss:; "
-                  f"frame-ancestors {' '.join(ancestors)}")
-        return [("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", policy)]
-
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if not self.origin_allowed(request.headers):
+            if not origin_allowed(request.headers, self.port, self.allowed_origins):
                 self.traffic.request("GET / (upgrade refused: origin)")
                 return self._response(request, 403, "text/plain; charset=utf-8", b"origin not allowed\n")
             # The upgrade is an HTTP request too: counted, so that a crowd's requests add up.
@@ -638,7 +350,7 @@ class EventServer(Generic[S]):
                 result = await result
             status, content_type, body = result
         elif self.page is not None and (path == "/" or path.count("/") == 1):
-            status, content_type, body = self._static_file(path)
+            status, content_type, body = serve_file(self.page, path)
         else:
             status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
         self.traffic.request(f"GET {path}" if status != 404 else "GET (not found)")
@@ -647,31 +359,12 @@ class EventServer(Generic[S]):
     def _response(self, request: Request, status: int, content_type: str, body: bytes) -> Response:
         headers = Headers(
             [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache"),
-             *self.security_headers(request.headers)]
+             *security_headers(request.headers, self.allowed_origins)]
         )
         return Response(status, HTTPStatus(status).phrase, headers, body)
 
-    def _page_file(self, filename: str) -> bytes:
-        """A file of the app's page folder: a learner's own folder, or one under ``labtools/static``."""
-        if isinstance(self.page, Path):
-            return (self.page / filename).read_bytes()
-        return _static(f"{self.page}/{filename}")
-
-    def _static_file(self, path: str) -> tuple[int, str, bytes]:
-        """``/`` is the app's ``index.html``; ``/name.ext`` its own file, else the shared one."""
-        filename = "index.html" if path == "/" else path[1:]
-        suffix = "." + filename.rpartition(".")[2]
-        if suffix not in CONTENT_TYPES or filename.startswith("."):
-            return 404, "text/plain; charset=utf-8", b"not found\n"
-        for read in (self._page_file, _common_file):
-            try:
-                return 200, CONTENT_TYPES[suffix], read(filename)
-            except (FileNotFoundError, IsADirectoryError):
-                continue
-        return 404, "text/plain; charset=utf-8", b"not found\n"
-
     async def _handle(self, connection: ServerConnection) -> None:
-        _forget_handshake(connection)
+        forget_handshake(connection)
         client = Client(next(self._ids), self, connection)
         self.clients[client.id] = client
         try:

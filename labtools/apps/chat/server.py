@@ -31,7 +31,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ...events import Client, EventError, EventServer
-from ...events.server import TokenBucket, require
+from ...events.limits import TokenBucket
+from ...events.server import require
 from ...measure.metrics import Trace
 from .accounts import (
     MAX_HASH_QUEUE,
