@@ -5,8 +5,8 @@ with ``@server.on("name")``, and *broadcasts* to everyone, to a room, or to all 
 """
 
 from .client import AckError, EventClient
-from .frames import EventError
 from .connection import Client
+from .frames import EventError
 from .server import EventServer
 
 __all__ = ["AckError", "Client", "EventClient", "EventError", "EventServer"]
