@@ -232,8 +232,11 @@ class ChatUser:
                                f"(now seen online: {self.online()})") from None
 
     async def disconnect(self) -> None:
+        """Close the socket (the user goes offline); a trace shows it as a row of its own."""
         if self.client is not None:
             client, self.client = self.client, None
+            if self.trace is not None:
+                self.trace.record(self.name, "server", "socket closed (offline)")
             await client.aclose()
 
     @property
@@ -326,6 +329,9 @@ class PairsResult:
     acks_dropped: int = 0
     seconds: float = 0.0
     latency: LatencyLog = field(default_factory=LatencyLog)
+    #: One ``(index, sent_at, latency)`` per delivery: the message's place in its sender's
+    #: sequence (0 = first), when it was sent (seconds after the first send) and how long it took.
+    samples: list[tuple[int, float, float]] = field(default_factory=list)
 
     mode = "websocket"  # what plots.latency labels a run with
 
@@ -408,6 +414,8 @@ async def run_pairs(
                 result.out_of_order += 1
             for t, m in got:
                 result.latency.add(t - started_at[m["clientId"]])
+                index = int(m["clientId"].rsplit("-", 1)[1])
+                result.samples.append((index, started_at[m["clientId"]] - begin, t - started_at[m["clientId"]]))
             result.retries += sender.retries
             result.acks_dropped += sender.link.dropped
     await asyncio.gather(*(user.disconnect() for couple in couples for user in couple))
