@@ -109,7 +109,7 @@ class ChatUser:
 
     async def open_socket(self, url: str) -> EventClient:
         """A new socket (closing the old one), behind this user's lossy link (off until signed in)."""
-        await self.disconnect()
+        await self._close_socket()
         self.link.drop_acks = 0.0
         client = EventClient(self.name, self.trace, intercept=self._intercept)
         client.on("personal-message", lambda message: self.inbox.append((time.perf_counter(), message)))
@@ -233,10 +233,13 @@ class ChatUser:
 
     async def disconnect(self) -> None:
         """Close the socket (the user goes offline); a trace shows it as a row of its own."""
+        if self.client is not None and self.trace is not None:
+            self.trace.record(self.name, "server", "socket closed (offline)")
+        await self._close_socket()
+
+    async def _close_socket(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            if self.trace is not None:
-                self.trace.record(self.name, "server", "socket closed (offline)")
             await client.aclose()
 
     @property
