@@ -6,8 +6,9 @@ the ``auth`` event, follow presence with ``subscribe-presence`` (one ``user-stat
 change rather than whole lists), send private messages with a ``clientId`` and retry on a lost
 acknowledgement, and catch up with ``history``/``after`` after being offline. ``LossyLink`` is
 the "unreliable network" (``FrameFaults`` dropping only acknowledgements): it drops a chosen
-share of the acknowledgements a socket receives, which is exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
-pairs of users to work at once and checks what arrived.
+share of the acknowledgements a socket receives, which is exactly the failure that makes a
+naive client send a message twice. ``run_pairs`` puts many pairs of users to work at once and
+checks what arrived.
 """
 
 from __future__ import annotations
