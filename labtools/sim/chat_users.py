@@ -5,9 +5,10 @@ when the server answers ``rate-limited`` with a ``retryAfter``), authenticate th
 the ``auth`` event, follow presence with ``subscribe-presence`` (one ``user-status`` per
 change rather than whole lists), send private messages with a ``clientId`` and retry on a lost
 acknowledgement, and catch up with ``history``/``after`` after being offline. ``LossyLink`` is
-the "unreliable network": it drops a chosen share of the acknowledgements a socket receives,
-which is exactly the failure that makes a naive client send a message twice. ``run_pairs`` puts many
-pairs of users to work at once and checks what arrived.
+the "unreliable network" (``FrameFaults`` dropping only acknowledgements): it drops a chosen
+share of the acknowledgements a socket receives, which is exactly the failure that makes a
+naive client send a message twice. ``run_pairs`` puts many pairs of users to work at once and
+checks what arrived.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from ..apps.chat.accounts import password_hasher
 from ..events import AckError, EventClient
 from ..measure.metrics import LatencyLog, Trace
+from .faults import FrameFaults
 
 #: Seconds a sign-up or login may take before the user gives up (argon2 is slow on purpose).
 ENTER_TIMEOUT = 10.0
@@ -50,28 +52,55 @@ def why_slow(event: str) -> str:
     return "the server is busy or unreachable (is it still running?)"
 
 
+def is_ack(frame: Any) -> bool:
+    """An acknowledgement (``{"ack": ID, ...}``), the only frames a ``LossyLink`` may lose."""
+    return isinstance(frame, dict) and "ack" in frame
+
+
 class LossyLink:
     """The "unreliable network": loses a share ``drop_acks`` of the acknowledgements a client receives.
 
-    It is the client's ``intercept`` hook. The messages themselves still arrive at the server
-    and are stored; only the answer is lost, so the sender cannot tell "stored" from "never
-    arrived" and must retry.
+    A thin use of ``FrameFaults``: ``drop``, but ``only`` acknowledgements. It sits on the
+    client's ``intercept`` hook. The messages themselves still arrive at the server and are
+    stored; only the answer is lost, so the sender cannot tell "stored" from "never arrived" and
+    must retry. It outlives the user's sockets: ``attach`` it to each new one.
     """
 
     def __init__(self, name: str, trace: Trace | None = None, *, seed: int = 0) -> None:
         self.name = name
         self.trace = trace
-        self.drop_acks = 0.0  # ChatUser turns the loss on once signed in: the lesson is about messages
-        self.dropped = 0
-        self.random = random.Random(seed)
+        # No loss until ChatUser turns it on once signed in: the lesson is about messages.
+        self.faults = FrameFaults(drop=0.0, only=is_ack, seed=seed)
+
+    def attach(self, client: EventClient) -> EventClient:
+        """Sit on ``client``'s intercept hook (the hook it had still runs first)."""
+        self.faults.attach(client)
+        client.intercept = self
+        return client
 
     def __call__(self, frame: Any) -> bool:
-        if self.drop_acks > 0 and isinstance(frame, dict) and "ack" in frame and self.random.random() < self.drop_acks:
-            self.dropped += 1
-            if self.trace is not None:
-                self.trace.record("server", self.name, "ack (lost)")
-            return False
-        return True
+        before = self.dropped
+        passed = self.faults(frame)  # False also when FrameFaults delivered the frame itself
+        if self.dropped > before and self.trace is not None:
+            self.trace.record("server", self.name, "ack (lost)")
+        return passed
+
+    @property
+    def drop_acks(self) -> float:
+        return self.faults.drop
+
+    @drop_acks.setter
+    def drop_acks(self, share: float) -> None:
+        self.faults.drop = share
+
+    @property
+    def dropped(self) -> int:
+        """Acknowledgements lost so far, over every socket of this user."""
+        return self.faults.counts["dropped"]
+
+    @property
+    def random(self) -> random.Random:
+        return self.faults.random
 
 
 class ChatUser:
@@ -109,9 +138,9 @@ class ChatUser:
 
     async def open_socket(self, url: str) -> EventClient:
         """A new socket (closing the old one), behind this user's lossy link (off until signed in)."""
-        await self.disconnect()
+        await self._close_socket()
         self.link.drop_acks = 0.0
-        client = EventClient(self.name, self.trace, intercept=self._intercept)
+        client = self.link.attach(EventClient(self.name, self.trace, intercept=self._note_retry_after))
         client.on("personal-message", lambda message: self.inbox.append((time.perf_counter(), message)))
         client.on("user-list", self._seen_list)
         client.on("user-status", self._seen_status)
@@ -119,13 +148,13 @@ class ChatUser:
         self.client = client
         return client
 
-    def _intercept(self, frame: Any) -> bool:
+    def _note_retry_after(self, frame: Any) -> bool:
         """Note a ``rate-limited`` answer's ``retryAfter`` (the client keeps only code and message)."""
         if isinstance(frame, dict) and isinstance(frame.get("error"), dict):
             error = frame["error"]
             if error.get("code") == "rate-limited" and isinstance(error.get("retryAfter"), (int, float)):
                 self._retry_after = float(error["retryAfter"])
-        return self.link(frame)
+        return True
 
     async def sign_up(self, url: str, *, timeout: float = ENTER_TIMEOUT) -> ChatUser:
         """Sign up on a fresh socket, then authenticate that socket with the token (as the page does)."""
@@ -232,6 +261,12 @@ class ChatUser:
                                f"(now seen online: {self.online()})") from None
 
     async def disconnect(self) -> None:
+        """Close the socket (the user goes offline); a trace shows it as a row of its own."""
+        if self.client is not None and self.trace is not None:
+            self.trace.record(self.name, "server", "socket closed (offline)")
+        await self._close_socket()
+
+    async def _close_socket(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
             await client.aclose()
@@ -326,6 +361,11 @@ class PairsResult:
     acks_dropped: int = 0
     seconds: float = 0.0
     latency: LatencyLog = field(default_factory=LatencyLog)
+    #: One ``(index, sent_at, latency)`` per delivery: the message's place in its sender's
+    #: sequence (0 = first), when it was sent (seconds after the first send) and how long it took.
+    samples: list[tuple[int, float, float]] = field(default_factory=list)
+    #: ``time.perf_counter()`` at the first send: ``sent_at`` in ``samples`` counts from here.
+    began: float = 0.0
 
     mode = "websocket"  # what plots.latency labels a run with
 
@@ -384,7 +424,7 @@ async def run_pairs(
             started_at[client_id] = time.perf_counter()
             await sender.send(recipient, f"{sender.name} #{i}", client_id=client_id, timeout=retry_after)
 
-    begin = time.perf_counter()
+    begin = result.began = time.perf_counter()
     await asyncio.gather(*(talk(a, b) for a, b in couples), *(talk(b, a) for a, b in couples))
     expected = 2 * pairs * messages
 
@@ -408,6 +448,8 @@ async def run_pairs(
                 result.out_of_order += 1
             for t, m in got:
                 result.latency.add(t - started_at[m["clientId"]])
+                index = int(m["clientId"].rsplit("-", 1)[1])
+                result.samples.append((index, started_at[m["clientId"]] - begin, t - started_at[m["clientId"]]))
             result.retries += sender.retries
             result.acks_dropped += sender.link.dropped
     await asyncio.gather(*(user.disconnect() for couple in couples for user in couple))
