@@ -41,8 +41,8 @@ def backoff_delay(
 class Reconnecting:
     """An ``EventClient`` kept connected: see the module's docstring.
 
-    ``attempts`` lists ``(time.monotonic(), attempt number, succeeded)`` for every try after
-    the first connection; ``connections`` counts the sockets opened, the first included.
+    ``attempts`` lists ``(time.monotonic() when it started, attempt number, succeeded)`` for
+    every try after the first connection; ``connections`` counts the sockets opened, the first included.
     Listeners given to ``on`` are attached again to every new socket.
     """
 
@@ -111,15 +111,16 @@ class Reconnecting:
             attempt = 0
             while not self._closing:
                 await asyncio.sleep(self.delay(attempt))
+                started = time.monotonic()  # when the attempt reaches the server, not when it ends
                 try:
                     await self._open()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.attempts.append((time.monotonic(), attempt, False))
+                    self.attempts.append((started, attempt, False))
                     attempt += 1
                 else:
-                    self.attempts.append((time.monotonic(), attempt, True))
+                    self.attempts.append((started, attempt, True))
                     break
 
     async def aclose(self) -> None:
