@@ -7,10 +7,10 @@ The wait before retry ``attempt`` (0, 1, 2...) is
 * with full jitter: ``random.uniform(0, min(cap, base * 2**attempt))`` (seeded);
 * without: ``min(cap, base * 2**attempt)``, the same for every client.
 
-``herd(...)`` is lesson 10's experiment: N clients on one server, the server restarted on the
-same port, and the connection attempts counted per 100 ms. Without jitter every client retries
-at the same instants and the server gets the whole crowd at once, again and again; with full
-jitter the attempts spread out.
+``herd(...)`` is lesson 10's experiment: N clients on one server, the server crashed (every
+connection reset at once) and restarted on the same port, and the connection attempts counted
+per 100 ms. Without jitter every client retries at the same instants and the server gets the
+whole crowd at once, again and again; with full jitter the attempts spread out.
 """
 
 from __future__ import annotations
@@ -150,6 +150,11 @@ class _KernelServer:
         return self.server.url
 
     async def stop(self) -> None:
+        """A crash, not a polite shutdown: every connection is reset at once (as when the server's
+        process dies), so that every client finds out at the same moment; a closing handshake
+        with each client in turn would spread them out before the experiment starts."""
+        for client in list(getattr(self.server, "clients", {}).values()):
+            client.transport.abort()
         await self.server.aclose()
 
 
