@@ -188,6 +188,7 @@ async def aherd(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One run of the herd (on the labtools loop): see ``herd``."""
+    processes.raise_file_limit()  # a thousand clients and their server sides: two thousand sockets
     server: _KernelServer | _ProcessServer = _KernelServer(app) if where == "kernel" else _ProcessServer(app)
     url = await server.start()
     port = server.port
