@@ -233,6 +233,17 @@ WRONG: dict[str, list[tuple[str, Any, str]]] = {
     "08.3": [("only on the first connection", lambda before, after: before == 0 and after > 0, "came or went"),
              ("on every change", lambda before, after: before != after, "nobody needs to know"),
              ("ints for bools", lambda before, after: int((before == 0) != (after == 0)), "not 1")],
+    "10.1": [("no cap", lambda attempt, base, cap: (0.0, base * 2**attempt), "never more than cap"),
+             ("one doubling too many", lambda attempt, base, cap: (0.0, min(cap, base * 2 ** (attempt + 1))),
+              "base * 2**attempt"),
+             ("equal jitter", lambda attempt, base, cap: (min(cap, base * 2**attempt) / 2, min(cap, base * 2**attempt)),
+              "draws from 0")],
+    "10.2": [("everything but a normal closure", lambda code: code != 1000, "should be False"),
+             ("only a lost network", lambda code: code == 1006, "should_reconnect(1001) should be True"),
+             ("app codes mean come back", lambda code: code in (1001, 1006, 1011, 1012, 1013) or code >= 4000,
+              "the app's own codes")],
+    "10.3": [("no jitter", 1000, "without jitter"), ("half the window", 500, "starts at 0"),
+             ("per second", 500.0, "starts at 0"), ("a str", "50", "a number")],
 }
 
 IDS = [exercise.id for exercise in all_exercises()]
@@ -241,7 +252,7 @@ CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
 
 
 def test_every_exercise_has_wrong_answers() -> None:
-    assert len(IDS) == 22
+    assert len(IDS) == 25
     assert set(WRONG) == set(IDS), f"give each exercise plausible wrong answers: {sorted(set(IDS) ^ set(WRONG))}"
     assert all(WRONG[id] for id in IDS)
 

@@ -187,3 +187,29 @@ def test_faults_compose_with_an_existing_intercept(chat: lt.ServerHandle) -> Non
         return [int(d["text"]) for d in receiver.events("msg-from-server")]
 
     assert runtime.run(go()) == [0, 0, 2, 2, 4, 4]
+
+
+def test_a_deaf_client_is_cut_at_the_client_buffer_bound() -> None:
+    from labtools.events import EventServer
+    from labtools.events.server import Limits
+    from labtools.sim.faults import deaf_client
+
+    feed = lt.serve(lambda: EventServer("deaf-feed", limits=Limits(client_buffer=512 * 1024), keepalive=None),
+                    name="deaf-feed")
+
+    async def go() -> int:
+        sock = await deaf_client(feed.url)
+        try:
+            await asyncio.sleep(0.05)
+            assert len(feed.server.clients) == 1
+            for _ in range(2000):
+                feed.server.broadcast("tick", "x" * 4000)
+                await asyncio.sleep(0)
+                if not feed.server.clients:
+                    break
+            return feed.server.slow_clients_dropped
+        finally:
+            sock.close()
+
+    assert runtime.run(go()) == 1
+    feed.stop()

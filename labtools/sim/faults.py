@@ -8,6 +8,8 @@ Two levels:
   like to the other side) or is cut (``cut()``: both sides closed; ``cut(reset=True)`` resets
   them). Faults apply to one connection (``proxy.links[i].blackhole()``) or to all of them, new
   ones included (``proxy.blackhole()``). Bytes are counted each way.
+* ``deaf_client``: a WebSocket client that opens the connection and never reads a byte, with a
+  small receive buffer: the slow consumer of lesson 10, without a proxy in between.
 * ``FrameFaults``: frame-level faults on one ``EventClient``, through its public ``intercept``
   hook and ``deliver()``: drop a share of the frames, delay them, duplicate them, reorder them
   (hold one and deliver it after the next). The faults compose, are seeded, and are counted.
@@ -19,8 +21,11 @@ the loop thread).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -256,6 +261,39 @@ def serve_proxy(target: str | tuple[str, int], *, name: str = "proxy", port: int
         return await FaultyProxy(target).start(port=port)
 
     return runtime.run(runtime.register(name, make))
+
+
+async def deaf_client(url: str, *, receive_buffer: int = 4096) -> socket.socket:
+    """Open a WebSocket connection to ``url`` and never read from it again (close it when done).
+
+    The handshake is written by hand on a plain socket whose receive buffer is shrunk first
+    (``SO_RCVBUF``), so that what the server sends piles up on the server's side soon, as it
+    would for a phone on a dead train-tunnel link or a browser tab frozen by a debugger.
+    """
+    host_port = url.split("//", 1)[-1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (f"GET / HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await loop.sock_sendall(sock, request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:  # one byte at a time: not one byte of a frame is read
+            byte = await loop.sock_recv(sock, 1)
+            if not byte:
+                raise ConnectionError("the server closed the connection during the handshake")
+            head += byte
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"upgrade refused: {head.splitlines()[0]!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class FrameFaults:

@@ -7,10 +7,10 @@ The wait before retry ``attempt`` (0, 1, 2...) is
 * with full jitter: ``random.uniform(0, min(cap, base * 2**attempt))`` (seeded);
 * without: ``min(cap, base * 2**attempt)``, the same for every client.
 
-``herd(...)`` is lesson 10's experiment: N clients on one server, the server restarted on the
-same port, and the connection attempts counted per 100 ms. Without jitter every client retries
-at the same instants and the server gets the whole crowd at once, again and again; with full
-jitter the attempts spread out.
+``herd(...)`` is lesson 10's experiment: N clients on one server, the server crashed (every
+connection reset at once) and restarted on the same port, and the connection attempts counted
+per 100 ms. Without jitter every client retries at the same instants and the server gets the
+whole crowd at once, again and again; with full jitter the attempts spread out.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def backoff_delay(
 class Reconnecting:
     """An ``EventClient`` kept connected: see the module's docstring.
 
-    ``attempts`` lists ``(time.monotonic(), attempt number, succeeded)`` for every try after
-    the first connection; ``connections`` counts the sockets opened, the first included.
+    ``attempts`` lists ``(time.monotonic() when it started, attempt number, succeeded)`` for
+    every try after the first connection; ``connections`` counts the sockets opened, the first included.
     Listeners given to ``on`` are attached again to every new socket.
     """
 
@@ -111,15 +111,16 @@ class Reconnecting:
             attempt = 0
             while not self._closing:
                 await asyncio.sleep(self.delay(attempt))
+                started = time.monotonic()  # when the attempt reaches the server, not when it ends
                 try:
                     await self._open()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.attempts.append((time.monotonic(), attempt, False))
+                    self.attempts.append((started, attempt, False))
                     attempt += 1
                 else:
-                    self.attempts.append((time.monotonic(), attempt, True))
+                    self.attempts.append((started, attempt, True))
                     break
 
     async def aclose(self) -> None:
@@ -149,6 +150,11 @@ class _KernelServer:
         return self.server.url
 
     async def stop(self) -> None:
+        """A crash, not a polite shutdown: every connection is reset at once (as when the server's
+        process dies), so that every client finds out at the same moment; a closing handshake
+        with each client in turn would spread them out before the experiment starts."""
+        for client in list(getattr(self.server, "clients", {}).values()):
+            client.transport.abort()
         await self.server.aclose()
 
 
@@ -182,6 +188,7 @@ async def aherd(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One run of the herd (on the labtools loop): see ``herd``."""
+    processes.raise_file_limit()  # a thousand clients and their server sides: two thousand sockets
     server: _KernelServer | _ProcessServer = _KernelServer(app) if where == "kernel" else _ProcessServer(app)
     url = await server.start()
     port = server.port
