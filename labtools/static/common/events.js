@@ -50,9 +50,11 @@ export class EventSocket {
     };
   }
 
-  // Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... at most 5 s between attempts.
+  // Exponential backoff with full jitter, as labtools' Python clients do (sim/reconnect.py): a
+  // random delay up to 0.25 s, 0.5 s, 1 s ... at most 5 s, so that pages that lost the same
+  // server do not come back at the same moment.
   retry() {
-    const delay = Math.min(5000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    const delay = Math.random() * Math.min(5000, 250 * 2 ** this.attempt);
     this.attempt += 1;
     setTimeout(() => this.connect(), delay);
   }
