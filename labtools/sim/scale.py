@@ -428,8 +428,12 @@ def spawn_server(what: str, *, compression: str = "off", name: str | None = None
 
 
 def measure_compression(
-    clients: int = 300, rate: float = 10.0, seconds: float = 2.0, settings: tuple[str, ...] = ("off", "on",
-                                                                                              "no-context-takeover")
+    clients: int = 300,
+    rate: float = 10.0,
+    seconds: float = 2.0,
+    settings: tuple[str, ...] = ("off", "on", "no-context-takeover"),
+    *,
+    settle: float = 1.0,
 ) -> list[ScaleResult]:
     """The same broadcast with per-message deflate off, on, and on without context takeover.
 
@@ -443,7 +447,7 @@ def measure_compression(
     for setting in settings:
         child = spawn_server("broadcast", compression=setting, name="measure-compression")
         try:
-            result = measure_websocket(child, clients, rate, seconds, client="deflate")
+            result = measure_websocket(child, clients, rate, seconds, client="deflate", settle=settle)
         finally:
             child.stop()
         result.client_kind = f"deflate {setting}"
@@ -483,8 +487,13 @@ class TransportResult:
             "server KB/user": self.server_kb_per_user,
             "p50 ms": lat["p50_ms"] if lat["count"] else float("nan"),
             "p99 ms": lat["p99_ms"] if lat["count"] else float("nan"),
+            "server CPU s/s": self.server_cpu_s / c.elapsed if c.elapsed else float("nan"),
+            "server CPU s": self.server_cpu_s,
+            "requests": c.requests,
+            "bytes/poll": c.bytes_per_poll,
             "sent": c.sent,
             "lost": c.lost,
+            "errors": c.errors,
         }
 
 
