@@ -4,6 +4,7 @@ the cost model calibrated on them, and lesson 10's thundering herd.
     .venv/bin/python benchmarks/scale.py                  # 250 to 2,000 clients (about a minute)
     .venv/bin/python benchmarks/scale.py --quick          # a smoke pass (< 30 s)
     .venv/bin/python benchmarks/scale.py --clients 10000  # one size only (the file limit is raised)
+    .venv/bin/python benchmarks/scale.py --record notebooks/data/09_full_run.json  # lesson 09's full run
 
 Each size runs on a fresh ``python -m labtools serve minichat`` (``labtools.processes.spawn``),
 with lean raw clients in this process broadcasting 10 messages per second to everyone
@@ -15,14 +16,89 @@ lost or duplicated.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import math
 import os
+import platform
 import sys
 import time
+from pathlib import Path
 
 from labtools import processes
 from labtools.sim.cost import calibrate, validate, websocket_cost
 from labtools.sim.reconnect import herd
-from labtools.sim.scale import measure_websocket
+from labtools.sim.scale import measure_compression, measure_transport, measure_websocket, spawn_server
+
+#: Lesson 09's full run (``FULL = True`` in the notebook): the sizes of each part.
+FULL_TRANSPORT_SIZES = (10, 100, 1000, 5000, 10000)
+FULL_LADDER = (500, 1000, 2000, 5000)  # the cost model is fitted on these...
+FULL_HELD_OUT = 10_000  # ...and validated on this one (section 4's 10,000 clients)
+FULL_COMPRESSION_CLIENTS = 1000
+TRANSPORT_WORKLOAD = {"rate": 20, "duration": 2.0, "interval": 1.0, "seed": 9}
+#: A size of a transport is not attempted when the previous one took longer than this (seconds).
+TRANSPORT_STEP_LIMIT = 60.0
+
+
+def clean(value: object) -> object:
+    """JSON without NaN (null instead)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def transports(sizes: tuple[int, ...], step_limit: float = TRANSPORT_STEP_LIMIT) -> list[dict]:
+    """Section 1: the four transports, each size on fresh child servers; a mode stops growing
+    when a size failed or took longer than ``step_limit``."""
+    rows: list[dict] = []
+    for mode in ("poll", "long-poll", "sse", "websocket"):
+        for users in sizes:
+            server = spawn_server("relay", name="record-relay") if mode == "websocket" else processes.spawn(
+                "polling", name="record-polling")
+            started = time.monotonic()
+            try:
+                row = measure_transport(server, mode, users, **TRANSPORT_WORKLOAD).row()
+            except Exception as error:  # a size one kernel cannot carry: say so and stop this mode
+                rows.append({"mode": mode, "users": users, "error": f"{type(error).__name__}: {error}"[:300]})
+                print(f"{mode} {users}: {error!r}", flush=True)
+                break
+            finally:
+                server.stop()
+            row["run s"] = time.monotonic() - started
+            rows.append(row)
+            print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+            if row["run s"] > step_limit or row["lost"]:
+                break
+    return rows
+
+
+def record(path: Path) -> int:
+    """Lesson 09's full run, written to ``path`` as JSON (the notebook shows it as a recorded run)."""
+    limits = processes.raise_file_limit()
+    started = time.monotonic()
+    data: dict = {
+        "recorded": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "file limit": limits,
+        "transport workload": TRANSPORT_WORKLOAD,
+    }
+    data["transports"] = transports(FULL_TRANSPORT_SIZES)
+    ladder = [measure_websocket(None, clients=n, rate=10, seconds=3.0) for n in (*FULL_LADDER, FULL_HELD_OUT)]
+    for r in ladder:
+        print(r.clients, r.lost, round(r.p99_ms, 1), round(r.server_kb_per_idle_conn, 1),
+              round(r.server_cpu_us_per_delivery, 1), flush=True)
+    data["websocket"] = [r.as_dict() for r in ladder]
+    data["compression"] = [r.as_dict() for r in measure_compression(FULL_COMPRESSION_CLIENTS, rate=10, seconds=3.0)]
+    data["seconds"] = time.monotonic() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(data), indent=1) + "\n")
+    print(f"written {path} ({data['seconds']:.0f} s)")
+    return 1 if any(r.lost or r.duplicated for r in ladder) else 0
 
 
 def main() -> int:
@@ -32,7 +108,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="broadcasts per second (default 10)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--client", choices=["raw", "event"], default="raw")
+    parser.add_argument("--record", type=Path, help="run lesson 09's full run and write it to this JSON file")
     args = parser.parse_args()
+    if args.record:
+        return record(args.record)
     sizes = args.clients or ([100, 200, 300] if args.quick else [250, 500, 1000, 2000])
     seconds = 1.0 if args.quick else args.seconds
     limits = processes.raise_file_limit()

@@ -233,6 +233,12 @@ WRONG: dict[str, list[tuple[str, Any, str]]] = {
     "08.3": [("only on the first connection", lambda before, after: before == 0 and after > 0, "came or went"),
              ("on every change", lambda before, after: before != after, "nobody needs to know"),
              ("ints for bools", lambda before, after: int((before == 0) != (after == 0)), "not 1")],
+    "09.1": [("each message once", 0.1, "delivers it to 100 people"), ("µs read as ms", 1000, "millionths"),
+             ("a str", "10", "a number")],
+    "09.2": [("KiB taken as 1,000 bytes", 14, "1,024 bytes"), ("in TB", 0.014336, "in GB")],
+    "09.3": [("forgot the fan-out", lambda cores, cpu_us, m, fanout: cores * 1e6 / (cpu_us * m), "fanout"),
+             ("µs per second taken as 1", lambda cores, cpu_us, m, fanout: cores / (cpu_us * m * fanout), "10⁶"),
+             ("the number, not the function", 100_000, "max_users")],
     "10.1": [("no cap", lambda attempt, base, cap: (0.0, base * 2**attempt), "never more than cap"),
              ("one doubling too many", lambda attempt, base, cap: (0.0, min(cap, base * 2 ** (attempt + 1))),
               "base * 2**attempt"),
@@ -252,7 +258,7 @@ CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
 
 
 def test_every_exercise_has_wrong_answers() -> None:
-    assert len(IDS) == 25
+    assert len(IDS) == 28
     assert set(WRONG) == set(IDS), f"give each exercise plausible wrong answers: {sorted(set(IDS) ^ set(WRONG))}"
     assert all(WRONG[id] for id in IDS)
 

@@ -34,6 +34,7 @@ LESSON_MODULES = [
     "labtools.exercises.lesson06",
     "labtools.exercises.lesson07",
     "labtools.exercises.lesson08",
+    "labtools.exercises.lesson09",
     "labtools.exercises.lesson10",
 ]
 

@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -34,7 +40,9 @@ from websockets.frames import Frame, Opcode
 
 from .. import processes, runtime
 from ..events import EventClient
+from ..measure.metrics import Traffic
 from .cost import Point
+from .crowd import crowd
 
 CONNECT_AT_ONCE = 64
 
@@ -52,6 +60,7 @@ class RawClient(asyncio.Protocol):
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
         self.received = 0
+        self.bytes_in = 0
         self.record = False
         self.transport: asyncio.Transport | None = None
 
@@ -71,6 +80,7 @@ class RawClient(asyncio.Protocol):
             self.upgraded.set_exception(ConnectionError("closed during the handshake"))
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         buffer = self.buffer
         buffer += data
         if not self.upgraded.done():
@@ -95,15 +105,19 @@ class RawClient(asyncio.Protocol):
                 length, head = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
             if size - pos < head + length:
                 break
+            rsv1 = buffer[pos] & 0x40
             payload = buffer[pos + head : pos + head + length]
             pos += head + length
             if opcode == 1:
-                self.on_text(payload)
+                self.on_text(self.inflate(payload) if rsv1 else payload)
             elif opcode == 9:
                 self.send_frame(Opcode.PONG, bytes(payload))
             elif opcode == 8:
                 self.send_frame(Opcode.CLOSE, bytes(payload[:2]))
         del buffer[:pos]
+
+    def inflate(self, payload: bytearray) -> bytearray:
+        raise ConnectionError("a compressed frame on a connection without per-message deflate")
 
     def on_text(self, payload: bytearray) -> None:
         now = time.monotonic()
@@ -127,6 +141,21 @@ class RawClient(asyncio.Protocol):
             self.transport.abort()
 
 
+class DeflateClient(RawClient):
+    """A ``RawClient`` that asks for per-message deflate and inflates what the server compressed
+    (one decompressor per connection, kept between messages as the extension requires)."""
+
+    def __init__(self, host: str, port: int, latencies: list[float]) -> None:
+        super().__init__(host, port, latencies)
+        self.request = self.request.replace(
+            b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        )
+        self.decompressor = zlib.decompressobj(-15)
+
+    def inflate(self, payload: bytearray) -> bytearray:
+        return bytearray(self.decompressor.decompress(bytes(payload) + b"\x00\x00\xff\xff"))
+
+
 class EventLoad:
     """The same role as ``RawClient``, played by the course's ``EventClient``."""
 
@@ -134,6 +163,7 @@ class EventLoad:
         self.client = client
         self.latencies = latencies
         self.received = 0
+        self.bytes_in = 0  # not counted: EventClient's own traffic counters are per socket
         self.record = False
         client.on("msg-from-server", self.on_message)
 
@@ -177,6 +207,8 @@ class ScaleResult:
     kernel_cpu_s_per_s: float = float("nan")
     kernel_kb_per_client: float = float("nan")
     connect_s: float = 0.0
+    bytes_per_delivery: float = float("nan")  # bytes the clients received per message delivered
+    server_kb_per_conn_after: float = float("nan")  # RSS per connection after the broadcast
 
     def point(self) -> Point:
         """This measurement as a point for ``cost.calibrate``."""
@@ -225,7 +257,7 @@ async def ameasure_websocket(
     grace: float = 3.0,
 ) -> ScaleResult:
     """``measure_websocket`` on the labtools loop."""
-    kinds = {"raw": RawClient, "event": EventLoad}
+    kinds = {"raw": RawClient, "event": EventLoad, "deflate": DeflateClient}
     if client not in kinds:
         raise ValueError(f"client={client!r}: one of {sorted(kinds)}")
     kind = kinds[client]
@@ -262,6 +294,7 @@ async def ameasure_websocket(
         # The broadcast: open loop, ``rate`` messages per second from ``senders`` clients.
         talkers = load[: max(1, min(senders, clients))]
         before = [c.received for c in load]
+        bytes_before = sum(c.bytes_in for c in load)
         for c in load:
             c.record = True
         loop = asyncio.get_running_loop()
@@ -293,6 +326,8 @@ async def ameasure_websocket(
         result.lost = sum(max(0, total - n) for n in counts)
         result.duplicated = sum(max(0, n - total) for n in counts)
         result.deliveries_per_s = result.delivered / elapsed
+        if result.delivered:
+            result.bytes_per_delivery = (sum(c.bytes_in for c in load) - bytes_before) / result.delivered
         result.p50_ms = _percentile_ms(latencies, 50)
         result.p99_ms = _percentile_ms(latencies, 99)
         result.kernel_cpu_s_per_s = (_cpu(me) - my_cpu0) / elapsed
@@ -300,6 +335,7 @@ async def ameasure_websocket(
             result.server_cpu_s_per_s = (_cpu(process) - cpu0) / elapsed
             if result.delivered:
                 result.server_cpu_us_per_delivery = (_cpu(process) - cpu0) / result.delivered * 1e6
+            result.server_kb_per_conn_after = (process.memory_info().rss - result.server_rss_empty) / clients / 1024
     finally:
         await asyncio.gather(*(c.aclose() for c in load), return_exceptions=True)
     return result
@@ -343,3 +379,161 @@ def measure_websocket(
     return runtime.run(
         ameasure_websocket(server, clients, rate, seconds, senders=senders, client=client, settle=settle, grace=grace)
     )
+
+
+# ----- servers of the lesson's own, in child processes ------------------------------------------
+
+
+async def astart_server(what: str, *, compression: str = "off", name: str = "") -> processes.ChildServer:
+    """Start ``python -m labtools.sim.scale_server WHAT`` and wait for its URL (not registered).
+
+    The child ends with this process: it watches its stdin, a pipe only this process holds.
+    """
+    command = [sys.executable, "-m", "labtools.sim.scale_server", what, "--compression", compression]
+    here = str(Path(__file__).resolve().parents[2])  # the child imports the same labtools
+    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        preexec_fn=processes.raise_file_limit,
+    )
+    assert process.stdout is not None
+    line = b""
+    with contextlib.suppress(TimeoutError):
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
+    url = line.decode().strip()
+    if not url.startswith("http://"):
+        process.kill()
+        process.wait()
+        stderr.seek(0)
+        detail = stderr.read().decode(errors="replace")[-2000:]
+        stderr.close()
+        raise RuntimeError(f"{what} server process did not start ({url!r}): {detail}")
+    return processes.ChildServer(name or f"scale:{what}", what, process, url, stderr)
+
+
+def spawn_server(what: str, *, compression: str = "off", name: str | None = None) -> processes.ChildServer:
+    """``what`` (``broadcast`` or an app's name, ``relay`` included) in a child process, registered
+    like ``processes.spawn``: re-running replaces it, ``lt.stop_all`` stops it."""
+    name = name or f"scale:{what}"
+
+    async def make() -> processes.ChildServer:
+        return await astart_server(what, compression=compression, name=name)
+
+    return runtime.run(runtime.register(name, make))
+
+
+def measure_compression(
+    clients: int = 300,
+    rate: float = 10.0,
+    seconds: float = 2.0,
+    settings: tuple[str, ...] = ("off", "on", "no-context-takeover"),
+    *,
+    settle: float = 1.0,
+) -> list[ScaleResult]:
+    """The same broadcast with per-message deflate off, on, and on without context takeover.
+
+    Each setting runs on a fresh plain ``websockets`` broadcast server in a child process
+    (``scale_server broadcast``), measured by ``measure_websocket`` with clients that ask for
+    deflate and inflate what they receive: bytes per delivery (counted at the clients' sockets),
+    the server's CPU µs per delivery and its RSS per connection, idle and after the broadcast.
+    """
+    processes.raise_file_limit()
+    results = []
+    for setting in settings:
+        child = spawn_server("broadcast", compression=setting, name="measure-compression")
+        try:
+            result = measure_websocket(child, clients, rate, seconds, client="deflate", settle=settle)
+        finally:
+            child.stop()
+        result.client_kind = f"deflate {setting}"
+        results.append(result)
+    return results
+
+
+@dataclass
+class TransportResult:
+    """One transport at one size, the server in a child process (``measure_transport``)."""
+
+    mode: str
+    users: int
+    crowd: Any  # the CrowdResult
+    server_cpu_s: float
+    server_rss_before: int
+    server_rss_peak: int
+
+    @property
+    def server_cpu_ms_per_message(self) -> float:
+        return self.server_cpu_s / self.crowd.delivered * 1e3 if self.crowd.delivered else float("nan")
+
+    @property
+    def server_kb_per_user(self) -> float:
+        """The server's RSS growth during the run (peak − before) per user."""
+        return (self.server_rss_peak - self.server_rss_before) / self.users / 1024
+
+    def row(self) -> dict[str, Any]:
+        c = self.crowd
+        lat = c.latency.summary()
+        return {
+            "mode": self.mode,
+            "users": self.users,
+            "requests/s": c.requests_per_second,
+            "KB/s": c.bytes_total / c.elapsed / 1000 if c.elapsed else float("nan"),
+            "server CPU ms/message": self.server_cpu_ms_per_message,
+            "server KB/user": self.server_kb_per_user,
+            "p50 ms": lat["p50_ms"] if lat["count"] else float("nan"),
+            "p99 ms": lat["p99_ms"] if lat["count"] else float("nan"),
+            "server CPU s/s": self.server_cpu_s / c.elapsed if c.elapsed else float("nan"),
+            "server CPU s": self.server_cpu_s,
+            "requests": c.requests,
+            "bytes/poll": c.bytes_per_poll,
+            "sent": c.sent,
+            "lost": c.lost,
+            "errors": c.errors,
+        }
+
+
+class _Unmetered:
+    """A child server seen by ``crowd`` without ``/stats`` (the relay has none): its counts are
+    the clients' own."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.traffic = Traffic()
+
+
+async def ameasure_transport(server: processes.ChildServer, mode: str, users: int, **workload: Any) -> TransportResult:
+    """``measure_transport`` on the labtools loop."""
+    ps = psutil.Process(server.pid)
+    rss0 = ps.memory_info().rss
+    peak = rss0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, ps.memory_info().rss)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    cpu0 = server.cpu_seconds()
+    try:
+        target = _Unmetered(server.url) if mode == "websocket" else server.url
+        result = await crowd(target, users=users, mode=mode, **workload)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    return TransportResult(mode, users, result, server.cpu_seconds() - cpu0, rss0, peak)
+
+
+def measure_transport(server: processes.ChildServer, mode: str, users: int, **workload: Any) -> TransportResult:
+    """One ``crowd`` run (lessons 01-04's private-message workload) against ``server`` in a child
+    process: the server's CPU seconds and its RSS growth are its own, read from its process.
+    HTTP modes need the ``polling`` app (``processes.spawn("polling")``), ``"websocket"`` the
+    ``relay`` (``spawn_server("relay")``)."""
+    return runtime.run(ameasure_transport(server, mode, users, **workload))
