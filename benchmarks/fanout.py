@@ -15,16 +15,16 @@ clients − RSS with none) / C) and the highest rate sustained with p99 < 100 ms
 Two servers run the same workload, each in its own process (``python -m labtools serve
 minichat``, and a peer: a bare ``websockets`` server relaying with ``broadcast()``,
 compression off) so that server and load generator each get a core. The load generator is
-lean on purpose: raw asyncio protocols that speak just enough WebSocket (handshake, frame
-headers, pongs) instead of full client objects, so that its own cost does not end up in the
-server's latency.
+lean on purpose: ``labtools.sim.scale.RawClient``, raw asyncio protocols that speak just
+enough WebSocket (handshake, frame headers, pongs) with a codec of their own, not the event
+layer's, so that it checks the server rather than agreeing with it, and so that its own cost
+does not end up in the server's latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -37,10 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 import psutil
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 
-from labtools import httphead
 from labtools.measure.metrics import percentile
+from labtools.sim.scale import RawClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDERS = 10
@@ -116,87 +116,6 @@ class Step:
         return self.lost == 0 and self.duplicated == 0 and self.sent > 0 and self.percentile_ms(99) < P99_GOAL_MS
 
 
-class RawClient(asyncio.Protocol):
-    """Just enough of a WebSocket client: the upgrade, unmasked server frames, pongs."""
-
-    def __init__(self, host: str, port: int, latencies: list[float]) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.request = (
-            f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        self.latencies = latencies
-        self.buffer = bytearray()
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.received = 0
-        self.record = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed during the handshake"))
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if not self.upgraded.done() and not self.upgrade(buffer):
-            return
-        pos, size = 0, len(buffer)
-        while size - pos >= 2:
-            opcode, length, head = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
-            if size - pos < head + length:
-                break
-            payload = buffer[pos + head : pos + head + length]
-            pos += head + length
-            if opcode == 1:
-                self.on_text(payload)
-            elif opcode == 9:
-                self.send(Opcode.PONG, bytes(payload))
-            elif opcode == 8:
-                self.send(Opcode.CLOSE, bytes(payload[:2]))
-        del buffer[:pos]
-
-    def upgrade(self, buffer: bytearray) -> bool:
-        """Consume the server's answer to the upgrade once it is whole; True if it was a 101."""
-        try:
-            end = httphead.head_end(buffer)
-            if end < 0:
-                return False
-            status = httphead.parse_status_line(httphead.parse_head(buffer[:end]).start_line)
-        except httphead.HeadError as exc:
-            self.upgraded.set_exception(ConnectionError(str(exc)))
-            return False
-        if status.status != 101:
-            self.upgraded.set_exception(ConnectionError(f"{status.status} {status.reason}"))
-            return False
-        del buffer[:end]
-        self.upgraded.set_result(None)
-        return True
-
-    def on_text(self, payload: bytearray) -> None:
-        now = time.monotonic()
-        self.received += 1
-        if self.record:
-            start = payload.rfind(b'"sentAt":') + 9
-            self.latencies.append(now - float(payload[start : payload.index(b"}", start)]))
-
-    def send(self, opcode: Opcode, payload: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(Frame(opcode, payload).serialize(mask=True, extensions=[]))
-
-
 class Load:
     """C raw clients on one server; 10 of them send."""
 
@@ -247,7 +166,7 @@ class Load:
             now = loop.time()
             while k < total and start + k / rate <= now:
                 text = f'{{"event":"msg-to-server","data":{{"text":"message {k}","sentAt":{time.monotonic()!r}}}}}'
-                senders[k % len(senders)].send(Opcode.TEXT, text.encode())
+                senders[k % len(senders)].send_frame(Opcode.TEXT, text.encode())
                 k += 1
         step.sent = total
         expected = total * len(self.clients)

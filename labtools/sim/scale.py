@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 from websockets.frames import Frame, Opcode
 
-from .. import processes, runtime
+from .. import httphead, processes, runtime
 from ..events import EventClient
 from ..measure.metrics import Traffic
 from .cost import Point
@@ -83,15 +83,8 @@ class RawClient(asyncio.Protocol):
         self.bytes_in += len(data)
         buffer = self.buffer
         buffer += data
-        if not self.upgraded.done():
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(ConnectionError(bytes(buffer[:40]).decode(errors="replace")))
-                return
-            del buffer[: end + 4]
-            self.upgraded.set_result(None)
+        if not self.upgraded.done() and not self.upgrade(buffer):
+            return
         pos, size = 0, len(buffer)
         while size - pos >= 2:
             opcode, length, head = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, 2
@@ -118,6 +111,23 @@ class RawClient(asyncio.Protocol):
 
     def inflate(self, payload: bytearray) -> bytearray:
         raise ConnectionError("a compressed frame on a connection without per-message deflate")
+
+    def upgrade(self, buffer: bytearray) -> bool:
+        """Consume the server's answer to the upgrade once it is whole; True if it was a 101."""
+        try:
+            end = httphead.head_end(buffer)
+            if end < 0:
+                return False
+            status = httphead.parse_status_line(httphead.parse_head(buffer[:end]).start_line)
+        except httphead.HeadError as exc:
+            self.upgraded.set_exception(ConnectionError(str(exc)))
+            return False
+        if status.status != 101:
+            self.upgraded.set_exception(ConnectionError(f"{status.status} {status.reason}"))
+            return False
+        del buffer[:end]
+        self.upgraded.set_result(None)
+        return True
 
     def on_text(self, payload: bytearray) -> None:
         now = time.monotonic()
