@@ -156,14 +156,21 @@ async def start_child(
     Call it on the labtools loop: the child's death signal follows the *thread* that forked it,
     and the loop's thread lives as long as the runtime.
     """
-    command = [sys.executable, "-m", "labtools", "serve", app, "--host", host, "--port", str(port), "--exit-with-stdin"]
+    arguments = ["serve", app, "--host", host, "--port", str(port), "--exit-with-stdin"]
+    return await start_module("labtools", arguments, app=app, name=name or f"process:{app}", timeout=timeout)
+
+
+async def start_module(module: str, arguments: list[str], *, app: str, name: str, timeout: float = 20) -> ChildServer:
+    """Start ``python -m MODULE ARGUMENTS`` (a server that prints its URL, then serves until its
+    stdin closes) and wait for the URL line; a child that prints none is killed, and its stderr
+    says why. Not registered: ``spawn`` registers."""
     # The child runs the same labtools as this process, wherever that was imported from.
     here = str(Path(__file__).resolve().parents[1])
     paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
     process = subprocess.Popen(
-        command,
+        [sys.executable, "-m", module, *arguments],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -183,7 +190,7 @@ async def start_child(
         detail = stderr.read().decode(errors="replace")[-2000:]
         stderr.close()
         raise RuntimeError(f"{app} server process did not start ({url!r}): {detail}")
-    return ChildServer(name or f"process:{app}", app, process, url, stderr)
+    return ChildServer(name, app, process, url, stderr)
 
 
 async def aspawn_on_loop(app: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0) -> ChildServer:

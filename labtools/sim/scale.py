@@ -26,13 +26,9 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -397,33 +393,12 @@ def measure_websocket(
 async def astart_server(what: str, *, compression: str = "off", name: str = "") -> processes.ChildServer:
     """Start ``python -m labtools.sim.scale_server WHAT`` and wait for its URL (not registered).
 
-    The child ends with this process: it watches its stdin, a pipe only this process holds.
+    The child ends with this process, as every child of ``processes`` does (a death signal on
+    Linux, and its stdin: a pipe only this process holds).
     """
-    command = [sys.executable, "-m", "labtools.sim.scale_server", what, "--compression", compression]
-    here = str(Path(__file__).resolve().parents[2])  # the child imports the same labtools
-    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
-    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
-        preexec_fn=processes.raise_file_limit,
+    return await processes.start_module(
+        "labtools.sim.scale_server", [what, "--compression", compression], app=what, name=name or f"scale:{what}"
     )
-    assert process.stdout is not None
-    line = b""
-    with contextlib.suppress(TimeoutError):
-        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
-    url = line.decode().strip()
-    if not url.startswith("http://"):
-        process.kill()
-        process.wait()
-        stderr.seek(0)
-        detail = stderr.read().decode(errors="replace")[-2000:]
-        stderr.close()
-        raise RuntimeError(f"{what} server process did not start ({url!r}): {detail}")
-    return processes.ChildServer(name or f"scale:{what}", what, process, url, stderr)
 
 
 def spawn_server(what: str, *, compression: str = "off", name: str | None = None) -> processes.ChildServer:
