@@ -41,7 +41,7 @@ REQUIREMENTS = HERE / "requirements-peers.txt"
 P99_GOAL_MS = 100.0
 
 FULL = {
-    "closedPairs": [50, 200], "openPairs": 200, "openRates": [1000, 2000, 5000, 10000], "chatSeconds": 8,
+    "closedPairs": [50, 100, 200], "openPairs": 200, "openRates": [1000, 2000, 5000, 10000], "chatSeconds": 8,
     "clients": 1000, "deliveryRates": [5000, 10000], "broadcastSeconds": 5, "warmupSeconds": 1.0,
 }
 QUICK = {
