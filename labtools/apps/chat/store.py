@@ -10,6 +10,14 @@ so storing a message costs microseconds, and a committed message survives the se
 dying or restarting (what the lesson shows). Only a power cut can lose the last commits; a
 bank would pay for ``synchronous=FULL``, a course chat does not.
 
+Why group commit: handing a statement to the thread and its answer back costs more CPU than
+the insert, and each ``COMMIT`` is a write to the log. So messages are stored in batches: the
+first one goes at once, and those that arrive while a batch is being written wait for the
+next one, stored in one transaction with one hand-off. Each message is still acknowledged only
+after the ``COMMIT`` that holds its row, and the UNIQUE (sender, client_id) index still decides
+what is a retry, inside a batch too. An idle chat writes batches of one; a busy one, batches of
+tens (``batches``, ``batched_messages`` and ``largest_batch`` count them).
+
 Why mode 0600: the file holds password hashes, emails and private messages. The database is
 created readable by its owner only, before SQLite opens it, and SQLite gives the WAL and
 shared-memory files it creates the database's mode; files left by an older, looser version
