@@ -41,7 +41,7 @@ REQUIREMENTS = HERE / "requirements-peers.txt"
 P99_GOAL_MS = 100.0
 
 FULL = {
-    "closedPairs": [50, 200], "openPairs": 200, "openRates": [1000, 2000, 5000, 10000], "chatSeconds": 8,
+    "closedPairs": [50, 100, 200], "openPairs": 200, "openRates": [1000, 2000, 5000, 10000], "chatSeconds": 8,
     "clients": 1000, "deliveryRates": [5000, 10000], "broadcastSeconds": 5, "warmupSeconds": 1.0,
 }
 QUICK = {
@@ -112,9 +112,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(name: str, command: list[str], timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+def start_server(
+    name: str, command: list[str], timeout: float = 30.0, root: Path = ROOT
+) -> tuple[subprocess.Popen, str]:
     """Start ``command`` in its own session; wait for the ``http://…`` line it prints once listening."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen(
         command, cwd=HERE, stdout=subprocess.PIPE, text=True, env=env,
         preexec_fn=_raise_fd_limit, start_new_session=True,
@@ -179,8 +181,14 @@ def loadgen(node: str, config: dict[str, Any], timeout: float) -> dict[str, Any]
 # ----- the servers ---------------------------------------------------------------------------------------
 
 
-def servers(workload: str, node: str, peer_python: Path, folder: Path) -> list[dict[str, Any]]:
-    """Each server under test: its name, protocol, command, and (chat) its SQLite file."""
+def servers(
+    workload: str, node: str, peer_python: Path, folder: Path, before: Path | None = None
+) -> list[dict[str, Any]]:
+    """Each server under test: its name, protocol, command, and (chat) its SQLite file.
+
+    ``before``: another checkout of the course (``--course-before``), whose chat is run too,
+    right after this one's, so that a change is measured against the code it replaces in one run.
+    """
     course = [sys.executable, "-m", "labtools", "serve"]
     if workload == "broadcast":
         return [
@@ -191,9 +199,13 @@ def servers(workload: str, node: str, peer_python: Path, folder: Path) -> list[d
             {"name": "python-socketio (aiohttp)", "proto": "sio",
              "command": [str(peer_python), "server_sio.py", "--port", "{port}"]},
         ]
+    earlier = [] if before is None else [
+        {"name": f"course before ({before.name})", "proto": "course", "db": folder / "before.db", "root": before,
+         "command": [*course, "chat", "--port", "{port}", "--db", "{db}"]}]
     return [
         {"name": "course (labtools chat)", "proto": "course", "db": folder / "course.db",
          "command": [*course, "chat", "--port", "{port}", "--db", "{db}"]},
+        *earlier,
         {"name": "Node Socket.IO 4 + sqlite3", "proto": "sio", "db": folder / "sqlite3.db",
          "command": [node, "server.mjs", "chat", "--driver", "sqlite3", "--port", "{port}", "--db", "{db}"]},
         {"name": "Node Socket.IO 4 + better-sqlite3", "proto": "sio", "db": folder / "better.db",
@@ -228,7 +240,7 @@ def run_server(server: dict[str, Any], workload: str, node: str, size: dict[str,
     command = [part.format(port=port, db=server.get("db", "")) for part in server["command"]]
     started = time.monotonic()
     print(f"\n## {workload}: {server['name']}", file=sys.stderr, flush=True)
-    process, url = start_server(server["name"], command)
+    process, url = start_server(server["name"], command, root=server.get("root", ROOT))
     config: dict[str, Any] = {
         "name": server["name"], "proto": server["proto"], "url": url, "pid": process.pid,
         "clkTck": os.sysconf("SC_CLK_TCK"), "runTag": tag, "workload": workload, "p99GoalMs": P99_GOAL_MS,
@@ -392,6 +404,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny version of everything (CI smoke pass)")
     parser.add_argument("--only", choices=["chat", "broadcast"], help="run one workload")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument("--course-before", type=Path, metavar="CHECKOUT",
+                        help="also run the chat of another checkout of the course (e.g. `git worktree add` of the"
+                             " commit before a change): measured in the same run, listed as 'course before'")
     args = parser.parse_args()
     node, npm = need_node()
     started = time.monotonic()
@@ -406,7 +421,8 @@ def main() -> int:
         for workload in ("broadcast", "chat"):
             if args.only and workload != args.only:
                 continue
-            for server in servers(workload, node, peer_python, Path(folder)):
+            before = args.course_before.resolve() if args.course_before else None
+            for server in servers(workload, node, peer_python, Path(folder), before if workload == "chat" else None):
                 try:
                     result = run_server(server, workload, node, size, tag)
                 except (RuntimeError, OSError, subprocess.SubprocessError, sqlite3.Error) as error:

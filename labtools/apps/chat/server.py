@@ -55,6 +55,9 @@ MAX_MARKS = 2  # combining marks after one base character in a name (enough for 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # always fullmatch: no "$" that lets a newline through
 LOGIN_COST = 10  # frames of the sender's rate limit that one login or sign-up weighs (it hashes)
 HIDDEN = ("Cc", "Cf")  # control and format characters: NUL, newlines, RTL overrides, zero-width spaces
+# The refusals of a message, written once (not formatted again for every message that passes).
+BAD_TEXT = f"'message' must be a non-empty string of at most {MAX_TEXT} characters"
+BAD_CLIENT_ID = f"'clientId' must be a string of 1 to {MAX_CLIENT_ID} characters"
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ class ChatState:
         return uid
 
     def known(self, value: Any, field: str) -> str:
-        require(isinstance(value, str) and value in self.users, f"'{field}' must be the uid of a registered user")
+        if not (isinstance(value, str) and value in self.users):
+            raise EventError("invalid-data", f"'{field}' must be the uid of a registered user")
         return value
 
     def account(self, uid: str) -> dict[str, Any]:
@@ -296,11 +300,10 @@ async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[s
     data = _fields(data, "personal-message", '{"to": UID, "message": STR}')
     recipient = chat.known(data.get("to"), "to")
     text = data.get("message")
-    require(isinstance(text, str) and text.strip() != "" and len(text) <= MAX_TEXT,
-            f"'message' must be a non-empty string of at most {MAX_TEXT} characters")
+    require(isinstance(text, str) and 0 < len(text) <= MAX_TEXT and not text.isspace(), BAD_TEXT)
     client_id = data.get("clientId")
-    require(client_id is None or (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID),
-            f"'clientId' must be a string of 1 to {MAX_CLIENT_ID} characters")
+    require(client_id is None or (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID), BAD_CLIENT_ID)
+    # Stored (with the messages that arrived meanwhile, in one transaction) before anyone hears of it.
     message, new = await chat.store.add_message(sender, recipient, text, client_id)
     if new:  # a retry was delivered the first time; only its acknowledgement got lost
         targets = {*chat.presence.sockets(sender), *chat.presence.sockets(recipient)}

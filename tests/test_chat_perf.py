@@ -1,0 +1,173 @@
+"""The chat at the speed of its database: group commit keeps exactly-once, history and catch-up
+use the index, and an acknowledged message survives ``kill -9`` of the server mid-load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import labtools
+from labtools.apps.chat.store import HISTORY_AFTER, HISTORY_LAST, SELECT_RETRY, Store, pair_key
+from labtools.sim.chat_users import ChatUser
+
+run = labtools.run
+ROOT = Path(__file__).parent.parent
+
+
+async def _store_with_users(path: Path, *uids: str) -> Store:
+    store = Store(str(path))
+    await store.open()
+    for uid in uids:
+        await store.add_user(uid, uid, f"{uid}@example.test", "x")
+    return store
+
+
+def test_a_burst_is_stored_in_a_few_transactions_each_answered_with_its_own_row(tmp_path) -> None:
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+        results = await asyncio.gather(*(store.add_message("ana", "pedro", f"m{i}", f"c{i}") for i in range(200)))
+        assert [m["message"] for m, new in results] == [f"m{i}" for i in range(200)]
+        assert all(new for _m, new in results)
+        assert [m["id"] for m, _ in results] == sorted({m["id"] for m, _ in results})
+        # One message alone, then the other 199 together (they arrived while the first was written).
+        assert store.batches <= 3 and store.batched_messages == 200 and store.largest_batch >= 100
+        count = await store._run(lambda: store.db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        assert count == 200
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_same_client_id_twice_in_one_batch_is_one_row_and_both_get_it(tmp_path) -> None:
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+        await store.add_message("ana", "pedro", "earlier", "old")
+        first, again, other, retry, mine = await asyncio.gather(
+            store.add_message("ana", "pedro", "once", "same"),
+            store.add_message("ana", "pedro", "once (retried)", "same"),
+            store.add_message("pedro", "ana", "same clientId, other sender", "same"),
+            store.add_message("ana", "pedro", "earlier, retried", "old"),
+            store.add_message("ana", "pedro", "no clientId", None),
+        )
+        assert store.largest_batch == 5
+        assert first[1] and not again[1] and again[0] == first[0] and first[0]["message"] == "once"
+        assert other[1] and other[0]["id"] != first[0]["id"]  # the key is (sender, clientId)
+        assert not retry[1] and retry[0]["message"] == "earlier"
+        assert mine[1] and "clientId" not in mine[0]
+        rows = await store._run(lambda: store.db.execute("SELECT body FROM messages ORDER BY id").fetchall())
+        assert [body for (body,) in rows] == ["earlier", "once", "same clientId, other sender", "no clientId"]
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_message_fails_alone(tmp_path) -> None:
+    """A batch whose transaction fails is stored message by message: only the bad one errs."""
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+        results = await asyncio.gather(
+            store.add_message("ana", "pedro", "fine", "a"),
+            store.add_message("ana", "nobody", "no such recipient", "b"),  # foreign key
+            store.add_message("pedro", "ana", "fine too", "c"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert results[0][0]["message"] == "fine" and results[2][0]["message"] == "fine too"
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_history_and_catch_up_search_the_pair_index(tmp_path) -> None:
+    async def create() -> None:  # the chat's own schema, then read its plans from outside
+        await (await _store_with_users(tmp_path / "plan.db")).close()
+
+    asyncio.run(create())
+    db = sqlite3.connect(tmp_path / "plan.db")
+    for sql, args in ((HISTORY_LAST, ("a|b", 30)), (HISTORY_AFTER, ("a|b", 5, 30)), (SELECT_RETRY, ("a", "c1"))):
+        plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, (sql, plan)
+        assert "SEARCH messages USING" in plan, plan
+    db.close()
+    assert pair_key("b", "a") == pair_key("a", "b") == "a|b"
+
+
+KILLED_LOAD = """
+import asyncio, json, sys
+from labtools.sim.chat_users import ChatUser
+
+async def main(url, out):
+    users = [ChatUser(f"u{i}") for i in range(10)]
+    for user in users:
+        await user.sign_up(url)
+    print("ready", flush=True)
+    acked = open(out, "a")
+    async def sender(user, other, k):
+        i = 0
+        while True:
+            try:
+                message = await user.send(other, f"{user.name} {k}/{i}", client_id=f"{user.name}-{k}-{i}")
+            except Exception:  # rate-limited: the same clientId again a little later (exactly-once)
+                await asyncio.sleep(0.05)
+                continue
+            acked.write(json.dumps([message["id"], message["clientId"]]) + "\\n")
+            acked.flush()
+            i += 1
+    await asyncio.gather(*(sender(u, users[(n + 1) % 10], k) for n, u in enumerate(users) for k in range(2)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_kill_9_mid_load_loses_no_acknowledged_message(tmp_path) -> None:
+    """20 senders (10 users) keep batches full; the server dies by SIGKILL; every acknowledged row is there."""
+    db, acked = tmp_path / "chat.db", tmp_path / "acked.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen([sys.executable, "-m", "labtools", "serve", "chat", "--port", "0", "--db", str(db)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    load = None
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        load = subprocess.Popen([sys.executable, "-c", KILLED_LOAD, url, str(acked)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert load.stdout is not None and load.stdout.readline().strip() == "ready"
+        while not acked.exists() or acked.stat().st_size < 40 * 300:  # a few hundred acknowledged
+            assert load.poll() is None and server.poll() is None, load.stderr.read() if load.stderr else ""
+            run(asyncio.sleep(0.05))
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    finally:
+        for process in (server, load):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+    answered = [json.loads(line) for line in acked.read_text().splitlines() if line.strip()]
+    assert len(answered) >= 300
+    connection = sqlite3.connect(db)
+    stored = dict(connection.execute("SELECT id, client_id FROM messages").fetchall())
+    connection.close()
+    assert all(stored.get(id) == client_id for id, client_id in answered)
+    assert len(set(stored.values())) == len(stored)  # and no clientId twice
+
+
+def test_messages_through_the_server_are_batched(tmp_path) -> None:
+    chat = labtools.serve("chat", name="batched", db=str(tmp_path / "chat.db"), fast_hashing=True)
+    store = chat.server.state.store
+
+    async def main() -> None:
+        users = [await ChatUser(f"u{i}").sign_up(chat.url) for i in range(6)]
+        before = store.batched_messages
+        await asyncio.gather(*(u.send(users[(i + 1) % 6], f"hi {j}", client_id=f"{i}-{j}")
+                               for j in range(10) for i, u in enumerate(users)))
+        assert store.batched_messages - before == 60
+
+    run(main())
+    assert store.largest_batch > 1
+    chat.stop()
