@@ -171,3 +171,18 @@ def test_messages_through_the_server_are_batched(tmp_path) -> None:
     run(main())
     assert store.largest_batch > 1
     chat.stop()
+
+
+def test_max_batch_one_is_one_commit_per_message(tmp_path) -> None:
+    """The comparison lesson 08 measures: with ``max_batch=1`` every message is its own commit."""
+    import labtools as lt
+    from labtools.sim.chat_users import run_pairs
+
+    one = lt.serve("chat", name="test-one-per-commit", db=str(tmp_path / "one.db"), fast_hashing=True, max_batch=1)
+    try:
+        result = lt.run(run_pairs(one.url, pairs=4, messages=10), timeout=60)
+        counts = one.read(lambda chat: (chat.store.batches, chat.store.batched_messages, chat.store.largest_batch))
+    finally:
+        one.stop()
+    assert result.lost == result.duplicates == 0
+    assert counts[2] == 1 and counts[0] == counts[1] >= result.sent

@@ -348,6 +348,7 @@ def build(
     token_ttl: float = TOKEN_TTL_S,
     fast_hashing: bool = False,
     limits: ChatLimits | None = None,
+    max_batch: int | None = None,
     trace: Trace | None = None,
 ) -> EventServer[ChatState]:
     """The chat on ``db`` (a temporary database when None, deleted at ``aclose``), not started.
@@ -356,6 +357,8 @@ def build(
     in ``DB.secret`` beside the database (so tokens outlive a restart, and each install has
     its own). ``fast_hashing`` lowers argon2's cost for tests and crowds only. ``limits``:
     what one user, connection or address may cost (``ChatLimits``' defaults when None).
+    ``max_batch``: the most messages one commit stores (None: all that wait; 1: one commit per
+    message, for comparison).
     """
     limits = limits or ChatLimits()
     temporary = None
@@ -371,7 +374,7 @@ def build(
                         max_wait=limits.hash_max_wait, max_queue=limits.hash_max_queue)
     server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace)
     presence = Presence(server, {}, window=limits.presence_window, max_sockets=limits.max_sockets)
-    chat = server.state = ChatState(Store(db), accounts, limits, presence, temporary)
+    chat = server.state = ChatState(Store(db, max_batch=max_batch), accounts, limits, presence, temporary)
     for event, (handler, cost) in EVENTS.items():
         server.on(event, cost=cost)(partial(handler, chat))
     server.connected(partial(on_connect, chat))
