@@ -194,6 +194,10 @@ def servers(
         return [
             {"name": "course (labtools minichat)", "proto": "course",
              "command": [*course, "minichat", "--port", "{port}"]},
+            {"name": "Node ws (raw)", "proto": "course",
+             "command": [node, "server_ws.mjs", "--port", "{port}"]},
+            {"name": "bare websockets broadcast()", "proto": "course",
+             "command": [sys.executable, "server_websockets.py", "--port", "{port}"]},
             {"name": "Node Socket.IO 4", "proto": "sio",
              "command": [node, "server.mjs", "minichat", "--port", "{port}"]},
             {"name": "python-socketio (aiohttp)", "proto": "sio",
