@@ -444,7 +444,9 @@ def main() -> int:
     if results["chat"]:
         print(chat_tables(results["chat"]) + "\n")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        recorded = {"recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": title,
+                    "cores": os.cpu_count(), "results": results}
+        args.json.write_text(json.dumps(recorded, indent=1) + "\n")
     if failures:
         print("## Failures\n")
         for failure in failures:
