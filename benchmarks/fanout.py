@@ -40,7 +40,7 @@ import psutil
 from websockets.frames import Opcode
 
 from labtools.measure.metrics import percentile
-from labtools.sim.scale import RawClient
+from labtools.sim.scale import RawClient, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDERS = 10
@@ -158,16 +158,12 @@ class Load:
         cpu0 = sum(process.cpu_times()[:2])
         start = loop.time()
         total = max(1, round(rate * seconds))
-        k = 0
-        while k < total:
-            delay = start + k / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            while k < total and start + k / rate <= now:
-                text = f'{{"event":"msg-to-server","data":{{"text":"message {k}","sentAt":{time.monotonic()!r}}}}}'
-                senders[k % len(senders)].send_frame(Opcode.TEXT, text.encode())
-                k += 1
+
+        async def send(k: int) -> None:
+            text = f'{{"event":"msg-to-server","data":{{"text":"message {k}","sentAt":{time.monotonic()!r}}}}}'
+            senders[k % len(senders)].send_frame(Opcode.TEXT, text.encode())
+
+        await open_loop(rate, total, send)
         step.sent = total
         expected = total * len(self.clients)
         deadline = loop.time() + 3.0

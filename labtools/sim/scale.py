@@ -28,6 +28,7 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,24 @@ from .cost import Point
 from .crowd import crowd
 
 CONNECT_AT_ONCE = 64
+
+
+async def open_loop(rate: float, total: int, send: Callable[[int], Awaitable[None]]) -> None:
+    """``send(k)`` for ``k`` in ``range(total)``, message ``k`` due at ``k / rate`` seconds from now.
+
+    Open loop: the schedule does not wait for the server (a late loop sends what is due at once),
+    so a slow server shows as latency and loss, not as a politely slower load.
+    """
+    loop = asyncio.get_running_loop()
+    start, k = loop.time(), 0
+    while k < total:
+        delay = start + k / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = loop.time()
+        while k < total and start + k / rate <= now:
+            await send(k)
+            k += 1
 
 
 class RawClient(asyncio.Protocol):
@@ -308,15 +327,11 @@ async def ameasure_websocket(
         my_cpu0 = _cpu(me)
         start = loop.time()
         total = max(1, round(rate * seconds))
-        k = 0
-        while k < total:
-            delay = start + k / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            while k < total and start + k / rate <= now:
-                await talkers[k % len(talkers)].send_text(_message(f"message {k}"))
-                k += 1
+
+        async def send(k: int) -> None:
+            await talkers[k % len(talkers)].send_text(_message(f"message {k}"))
+
+        await open_loop(rate, total, send)
         expected = total * len(load)
         deadline = loop.time() + grace
         while loop.time() < deadline:
