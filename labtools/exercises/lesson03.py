@@ -1,6 +1,6 @@
 """Lesson 03 (the handshake and frames): an accept key, a frame's length, framing overhead.
 
-Each checker recomputes the answer with ``labtools.handshake`` / ``labtools.codec``, so the
+Each checker recomputes the answer with ``labtools.handmade.handshake`` / ``labtools.handmade.codec``, so the
 exercise and the lesson's code cannot drift apart.
 """
 

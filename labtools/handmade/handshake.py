@@ -13,7 +13,7 @@ and a server that speaks WebSocket answers ``101 Switching Protocols`` with
 ``Sec-WebSocket-Accept``: the SHA-1 of the key followed by a fixed GUID, in base64. That
 accept value proves the server read *this* request as a WebSocket one (a plain HTTP server or
 a cache could not produce it by accident); it is not security. After the blank line that ends
-the 101, both sides stop speaking HTTP and send frames (``labtools.codec``).
+the 101, both sides stop speaking HTTP and send frames (``handmade.codec``).
 
 Everything here works on bytes and strings, so the lesson can show each line; the sockets are
 in ``labtools.handmade``.
