@@ -16,7 +16,7 @@ import labtools
 from labtools.apps.chat.store import HISTORY_AFTER, HISTORY_LAST, SELECT_RETRY, Store, pair_key
 from labtools.sim.chat_users import ChatUser
 
-run = labtools.run
+run = labtools.run  # the labtools loop: never asyncio.run here (the browser tests' Playwright holds a loop)
 ROOT = Path(__file__).parent.parent
 
 
@@ -41,7 +41,7 @@ def test_a_burst_is_stored_in_a_few_transactions_each_answered_with_its_own_row(
         assert count == 200
         await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_the_same_client_id_twice_in_one_batch_is_one_row_and_both_get_it(tmp_path) -> None:
@@ -64,7 +64,7 @@ def test_the_same_client_id_twice_in_one_batch_is_one_row_and_both_get_it(tmp_pa
         assert [body for (body,) in rows] == ["earlier", "once", "same clientId, other sender", "no clientId"]
         await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_failing_message_fails_alone(tmp_path) -> None:
@@ -81,14 +81,14 @@ def test_a_failing_message_fails_alone(tmp_path) -> None:
         assert results[0][0]["message"] == "fine" and results[2][0]["message"] == "fine too"
         await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_history_and_catch_up_search_the_pair_index(tmp_path) -> None:
     async def create() -> None:  # the chat's own schema, then read its plans from outside
         await (await _store_with_users(tmp_path / "plan.db")).close()
 
-    asyncio.run(create())
+    run(create())
     db = sqlite3.connect(tmp_path / "plan.db")
     for sql, args in ((HISTORY_LAST, ("a|b", 30)), (HISTORY_AFTER, ("a|b", 5, 30)), (SELECT_RETRY, ("a", "c1"))):
         plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
