@@ -49,7 +49,9 @@ def test_every_message_arrives_once(server: lt.ServerHandle, mode: str) -> None:
         assert server_route["requests"] == counts["requests"], route
     if mode == "poll":
         assert result.server["total"]["empty"] == result.empty > 0
-        assert 0.1 <= result.latency.summary()["p50_ms"] / 1000 <= 0.35
+        # Pedro hears of a message at his next poll: on the order of the 0.3 s interval, never at
+        # once. (The median of some thirty waits drawn over one interval strays well below 0.15 s.)
+        assert 0.05 <= result.latency.summary()["p50_ms"] / 1000 <= 0.35
     else:
         assert result.empty == 0
         assert result.held_max == 30
