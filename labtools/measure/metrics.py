@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -121,9 +121,6 @@ class Trace:
 
     def events(self) -> list[TraceEvent]:
         return list(self._events)
-
-    def as_rows(self) -> list[dict]:
-        return [asdict(e) for e in self._events]
 
     def clear(self) -> None:
         self.start = time.perf_counter()
