@@ -11,30 +11,14 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from http_helpers import post, request
 
 import labtools as lt
-from labtools.polling.client import HttpClient, Response
+from labtools.polling.client import HttpClient
 from labtools.polling.store import MessageStore
 from labtools.sim.http_users import Poller, SseListener
-
-
-def request(url: str, method: str, target: str, body: bytes = b"", headers: dict | None = None) -> Response:
-    async def main() -> Response:
-        client = HttpClient(url)
-        try:
-            return await client.request(method, target, body=body, headers=headers or {})
-        finally:
-            await client.aclose()
-
-    return lt.run(main(), timeout=20)
-
-
-def post(url: str, payload: Any, headers: dict | None = None) -> Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return request(url, "POST", "/messages", body, {"Content-Type": "application/json", **(headers or {})})
 
 
 def address(handle: lt.ServerHandle) -> tuple[str, int]:

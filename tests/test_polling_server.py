@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 import pytest
+from http_helpers import post, request
 
 import labtools as lt
-from labtools.polling.client import HttpClient, Response, send
+from labtools.polling.client import HttpClient, send
 from labtools.sim.http_users import LongPoller, SseListener
 
 
@@ -19,20 +19,6 @@ def server() -> lt.ServerHandle:
     return lt.serve("polling", name="test-contract")
 
 
-def request(url: str, method: str, target: str, body: bytes = b"", headers: dict | None = None) -> Response:
-    async def main() -> Response:
-        client = HttpClient(url)
-        try:
-            return await client.request(method, target, body=body, headers=headers or {})
-        finally:
-            await client.aclose()
-
-    return lt.run(main(), timeout=20)
-
-
-def post(url: str, payload: Any) -> Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return request(url, "POST", "/messages", body, {"Content-Type": "application/json"})
 
 
 def test_post_then_get_with_since(server: lt.ServerHandle) -> None:
