@@ -13,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "labtools"
 # Lower layers never import higher ones; a room may import itself and anything below it.
 LAYERS: list[set[str]] = [
     {"runtime", "measure", "httphead"},
-    {"handmade", "events", "polling"},
+    {"handmade", "events", "polling", "cluster"},
     {"apps"},
-    {"serving", "cli", "__main__", "processes"},
+    {"serving", "cli", "__main__", "processes", "deploy"},
     {"sim"},
     {"plots", "exercises"},
     {"__init__"},
