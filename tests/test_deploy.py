@@ -8,7 +8,6 @@ takes them, they skip.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import signal
@@ -29,16 +28,10 @@ from websockets.sync.client import connect
 import labtools as lt
 from labtools import runtime
 from labtools.deploy import Deployment, FrontDoor, RedisServer, check_broker_url, missing_message
-from labtools.serving import DeploymentHandle, app_module
+from labtools.serving import DeploymentHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGE = '{"event":"msg-to-server","data":{"text":"hi"}}'
-
-needs_broker_apps = pytest.mark.skipif(
-    "broker" not in inspect.signature(app_module("minichat").build).parameters,
-    reason="waits for the apps' build(broker=, node=) (issue 13, main)",
-)
-
 
 def gone(pid: int, within: float) -> bool:
     """Whether process ``pid`` ended (or is a zombie nobody reaped yet) within ``within`` s."""
@@ -73,6 +66,7 @@ def served_by(url: str, cookie: str | None = None) -> tuple[str, str | None]:
 def socket_node(ws_url: str, origin: str | None = None) -> str:
     """Open a WebSocket through the front door, check it works; the node that took it."""
     with connect(ws_url, origin=origin, open_timeout=5) as ws:  # type: ignore[arg-type]
+        assert '"position"' in str(ws.recv(timeout=5))  # where the stream stands (PROTOCOL.md, recovery)
         ws.send(MESSAGE)
         assert "msg-from-server" in str(ws.recv(timeout=5))
         return ws.response.headers["X-Served-By"]
@@ -232,7 +226,6 @@ def processes_of(deployment: Deployment) -> list[int]:
     return pids
 
 
-@needs_broker_apps
 def test_a_deployment_runs_nodes_behind_the_front_door_and_survives_a_killed_node() -> None:
     require_redis()
     require_haproxy()
@@ -258,20 +251,19 @@ def test_a_deployment_runs_nodes_behind_the_front_door_and_survives_a_killed_nod
     lt.run(deployment.aclose())  # idempotent
 
 
-@needs_broker_apps
 def test_a_message_sent_through_one_node_reaches_a_client_of_the_other(redis_server: RedisServer) -> None:
     require_haproxy()
     deployment = lt.run(Deployment.start("minichat", nodes=2, broker=redis_server.url, name="deploy-test-share"))
     try:
         assert deployment.redis is None  # the broker given is used, none is started
         with connect(deployment.nodes[0].ws_url) as one, connect(deployment.nodes[1].ws_url) as two:
+            assert '"position"' in str(two.recv(timeout=5))
             one.send(MESSAGE)
             assert "msg-from-server" in str(two.recv(timeout=5))
     finally:
         deployment.stop()
 
 
-@needs_broker_apps
 def test_starting_again_under_the_same_name_replaces_it_with_no_leaked_process() -> None:
     require_redis()
     require_haproxy()
@@ -287,7 +279,6 @@ def test_starting_again_under_the_same_name_replaces_it_with_no_leaked_process()
     assert all(gone(pid, within=5) for pid in processes_of(second))
 
 
-@needs_broker_apps
 def test_serve_with_nodes_hands_the_cell_the_front_door() -> None:
     require_redis()
     require_haproxy()
