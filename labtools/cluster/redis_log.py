@@ -78,8 +78,8 @@ class RedisLog:
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0,
                    state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None) -> Opened:
-        """Join the log: the snapshot (seeded with ``initial`` by the first node), the entries
-        after it applied now (so a node listens only once it has caught up), the recent tail.
+        """Join the log: the snapshot (seeded with ``initial`` by the first node) and the recent
+        tail; ``follow`` then applies what came after.
 
         A stateless app (``initial`` None) starts at the newest entry: old messages are for
         replaying to clients that resume, not for broadcasting again. ``state_now`` and
@@ -91,18 +91,21 @@ class RedisLog:
         await self._seed(initial)
         opened = await self._restore(initial is None, tail)
         self._offset = opened.offset
-        if initial is not None:
-            await self._catch_up()
-            opened.offset = self._offset
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
         return opened
+
+    async def follow(self) -> Offset:
+        """Apply every entry already after the start (so a node listens only once it has caught
+        up), then keep following; returns the offset caught up to."""
+        await self._catch_up()
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        return self._offset
 
     async def _seed(self, initial: Any) -> None:
         """Create the epoch and the first snapshot unless another node did (both ``NX``)."""
         await self.redis.set(self.epoch_key, secrets.token_hex(6), nx=True)
         self.epoch = await self.redis.get(self.epoch_key) or ""
         if initial is not None:
-            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))  # type: ignore[misc]
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))
 
     async def _restore(self, stateless: bool, tail: int) -> Opened:
         trimmed = await self._max_deleted()
