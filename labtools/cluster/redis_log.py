@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from redis.retry import Retry
 
 from .log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
 
+BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
 #: Errors that mean "Redis is not reachable now" (as opposed to a bug in a command).
 DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 READ_BATCH = 500
@@ -48,10 +50,11 @@ return 0
 """
 
 
-def check_url(url: str) -> str:
-    """A broker URL is ``redis://HOST:PORT[/DB]``: refused early, with the form to use."""
-    if not (isinstance(url, str) and url.startswith("redis://") and len(url) > len("redis://")):
-        raise ValueError(f"a broker is a Redis URL such as redis://127.0.0.1:6379, not {url!r}")
+def check_broker_url(url: str) -> str:
+    """``url`` when it has the form ``redis://HOST:PORT[/DB]``; else ValueError saying so."""
+    match = BROKER_URL.fullmatch(url)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"broker {url!r} is not a Redis URL: redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379/0")
     return url
 
 
@@ -59,7 +62,7 @@ class RedisLog:
     """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
 
     def __init__(self, url: str, app: str, *, keep: int) -> None:
-        self.url = check_url(url)
+        self.url = check_broker_url(url)
         self.keep = keep
         prefix = f"labtools:{app}:"
         self.stream, self.epoch_key, self.snapshot_key = prefix + "log", prefix + "epoch", prefix + "snapshot"
