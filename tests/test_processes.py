@@ -44,6 +44,7 @@ def test_spawn_serves_reports_cpu_and_memory_and_stops() -> None:
     try:
         assert server.alive and server.url.startswith("http://127.0.0.1:")
         with connect(server.ws_url) as ws:
+            assert '"position"' in ws.recv(timeout=5)  # where the stream stands, sent on connect
             ws.send('{"event":"msg-to-server","data":{"text":"hi"}}')
             assert "msg-from-server" in ws.recv(timeout=5)
         assert server.cpu_seconds() > 0

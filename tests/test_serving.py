@@ -76,7 +76,7 @@ def test_show_prints_the_source_with_its_file_and_line(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert first.startswith("# labtools/apps/minichat.py:") and first.split(":")[1].isdigit()
-    assert "def build()" in out and '@server.on("msg-to-server")' in out
+    assert "def build(" in out and '@server.on("msg-to-server")' in out
 
 
 def test_a_plain_websockets_server_runs_through_the_runtime(browser) -> None:
