@@ -29,9 +29,26 @@ from ..events.server import require
 from .log import START, Log, Offset, Opened, format_offset, parse_offset
 from .replicated import Applied, Machine, Push, Replicated, make_log
 
-__all__ = ["Applied", "Push", "Replica", "make_log"]
+__all__ = ["Applied", "Broadcasts", "Push", "Replica", "make_log"]
 
 MAX_EPOCH = 64
+
+
+class Broadcasts:
+    """The machine of an app with no state, only messages to everyone (the mini chat): each
+    entry is one event pushed to every client, on every node, in the log's order."""
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        return Applied(pushes=[Push(command["event"], command["data"])])
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        return []
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, data: Any) -> None:
+        """Nothing to restore: the messages themselves are the log."""
 
 
 class Replica(Replicated):
@@ -72,6 +89,10 @@ class Replica(Replicated):
     def submit(self, client: Client, command: dict[str, Any]) -> Awaitable[Any]:  # type: ignore[override]
         """Append ``command`` (from ``client``) to the log; what applying it on this node gave."""
         return super().submit(client.id, command)
+
+    async def broadcast(self, client: Client, event: str, data: Any) -> None:
+        """Emit ``event`` to every client of every node (a ``Broadcasts`` app), through the log."""
+        await self.submit(client, {"event": event, "data": data})
 
     def on_applied(self, offset: Offset, applied: Applied, origin: int | None) -> None:
         client = self.server.clients.get(origin) if origin is not None else None
