@@ -293,3 +293,50 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
     """Median and 99th percentile of a list of milliseconds."""
     ordered = sorted(samples)
     return {"p50": statistics.median(ordered), "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+async def votes_across_nodes(urls: list[str], *, votes_per_node: int = 30) -> dict[str, Any]:
+    """One voter per node votes for the first band ``votes_per_node`` times, all at once; then
+    every node's ``get-band-list`` (its own copy of the state) is read back."""
+    voters = [await EventClient.connect(url, name=f"voter{k}") for k, url in enumerate(urls)]
+    try:
+        first = (await voters[0].request("get-band-list"))["bands"][0]
+        before = first["votes"]
+
+        async def vote(voter: EventClient) -> None:
+            for _ in range(votes_per_node):
+                await voter.request("vote-band", first["id"])
+
+        await asyncio.gather(*(vote(voter) for voter in voters))
+        copies = [await voter.request("get-band-list") for voter in voters]
+    finally:
+        for voter in voters:
+            await voter.aclose()
+    return {"band": first["name"], "votes_cast": votes_per_node * len(urls),
+            "gained": [next(b["votes"] for b in c["bands"] if b["id"] == first["id"]) - before for c in copies],
+            "same_everywhere": all(c == copies[0] for c in copies)}
+
+
+async def desks_across_nodes(urls: list[str], *, tickets: int = 40, desks_per_node: int = 2) -> dict[str, Any]:
+    """A kiosk on the first node takes ``tickets``; desks on every node call the next ticket
+    at the same time until the queue is empty. Which desk got which number."""
+    kiosk = await EventClient.connect(urls[0], name="kiosk")
+    desks = [(f"node{n + 1}", await EventClient.connect(url, name=f"desk{n}-{d}"))
+             for n, url in enumerate(urls) for d in range(desks_per_node)]
+    served: dict[str, list[int]] = {}
+    try:
+        for _ in range(tickets):
+            await kiosk.request("request-ticket")
+
+        async def work(k: int, node: str, desk: EventClient) -> None:
+            name = f"desk {k + 1} on {node}"
+            served[name] = []
+            while (ticket := await desk.request("next-desktop-ticket", {"agent": name, "desktop": k + 1})) is not None:
+                served[name].append(ticket["number"])
+
+        await asyncio.gather(*(work(k, node, desk) for k, (node, desk) in enumerate(desks)))
+    finally:
+        for client in (kiosk, *(desk for _node, desk in desks)):
+            await client.aclose()
+    numbers = sorted(n for got in served.values() for n in got)
+    return {"served": served, "tickets": tickets, "given": len(numbers), "distinct": len(set(numbers))}
