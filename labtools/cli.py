@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from . import serving
-from .deploy.redis import check_broker_url
+from .cluster.redis_log import check_broker_url
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -6,16 +6,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from deployments import deployment_fixture
 
 import labtools as lt
 from labtools.apps import bands
 from labtools.events import AckError, EventClient
 from labtools.sim import voters
 
-
-@pytest.fixture(scope="module")
-def server() -> lt.ServerHandle:
-    return lt.serve("bands", name="test-bands")
+#: The contract, on one node, on two nodes, and on two nodes behind the front door.
+server = deployment_fixture("bands", "test-bands", scope="module")
 
 
 def total_votes(band_list: list[dict[str, Any]]) -> int:

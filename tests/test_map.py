@@ -8,15 +8,14 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from deployments import deployment_fixture
 
 import labtools as lt
 from labtools.events import AckError, EventClient
 from labtools.sim import markers
 
-
-@pytest.fixture
-def server() -> lt.ServerHandle:
-    return lt.serve("map", name="test-map")
+#: The contract, on one node, on two nodes, and on two nodes behind the front door.
+server = deployment_fixture("map", "test-map")
 
 
 def test_markers_reach_everyone_but_the_sender(server: lt.ServerHandle) -> None:

@@ -6,6 +6,7 @@ import re
 import urllib.request
 
 import pytest
+from deployments import deployment_fixture
 
 import labtools as lt
 from labtools.events import AckError, EventClient
@@ -16,7 +17,12 @@ def minichat() -> lt.ServerHandle:
     return lt.serve("minichat", name="test-minichat")
 
 
-def test_a_message_reaches_everyone_the_sender_included(minichat: lt.ServerHandle) -> None:
+#: The contract, on one node, on two nodes, and on two nodes behind the front door.
+spread = deployment_fixture("minichat", "test-minichat-spread")
+
+
+def test_a_message_reaches_everyone_the_sender_included(spread: lt.ServerHandle) -> None:
+    minichat = spread
     async def scenario() -> None:
         pedro = await EventClient.connect(minichat.ws_url, name="pedro")
         ana = await EventClient.connect(minichat.ws_url, name="ana")
@@ -41,7 +47,9 @@ def test_a_message_reaches_everyone_the_sender_included(minichat: lt.ServerHandl
     "data",
     [None, "just text", {"text": ""}, {"text": "   "}, {"text": 5}, {"text": "x" * 2001}, {"name": "x"}],
 )
-def test_bad_messages_are_refused_with_invalid_data(minichat: lt.ServerHandle, data: object) -> None:
+def test_bad_messages_are_refused_with_invalid_data(spread: lt.ServerHandle, data: object) -> None:
+    minichat = spread
+
     async def scenario() -> None:
         pedro = await EventClient.connect(minichat.ws_url)
         try:

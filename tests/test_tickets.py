@@ -8,15 +8,14 @@ import urllib.request
 from typing import Any
 
 import pytest
+from deployments import deployment_fixture
 
 import labtools as lt
 from labtools.events import AckError, EventClient
 from labtools.sim import desks
 
-
-@pytest.fixture
-def server() -> lt.ServerHandle:
-    return lt.serve("tickets", name="test-tickets")
+#: The contract, on one node, on two nodes, and on two nodes behind the front door.
+server = deployment_fixture("tickets", "test-tickets")
 
 
 def get_last(handle: lt.ServerHandle) -> dict[str, Any]:

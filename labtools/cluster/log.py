@@ -64,8 +64,13 @@ class Log(Protocol):
     epoch: str
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0) -> Opened:
-        """Connect and say where to start (``initial`` when the log has no state yet), keeping up
-        to ``tail`` recent entries; from then on call ``apply`` for every later entry, in order."""
+        """Connect and say where to start (``initial`` when the log has no state yet), with up
+        to ``tail`` recent entries."""
+        ...
+
+    async def follow(self) -> Offset:
+        """From the start ``open`` gave, call ``apply`` for every later entry, in order, for ever;
+        returns once the entries already there are applied (the offset reached)."""
         ...
 
     async def append(self, entry: dict[str, Any]) -> None:
@@ -94,6 +99,10 @@ class MemoryLog:
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0) -> Opened:
         self._apply = apply
         return Opened(initial, START)
+
+    async def follow(self) -> Offset:
+        """Nothing to catch up: entries are applied as they are appended."""
+        return (self._count, 0)
 
     async def append(self, entry: dict[str, Any]) -> None:
         assert self._apply is not None, "open() the log first"

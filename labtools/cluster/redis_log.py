@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from redis.retry import Retry
 
 from .log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
 
+BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
 #: Errors that mean "Redis is not reachable now" (as opposed to a bug in a command).
 DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 READ_BATCH = 500
@@ -48,10 +50,11 @@ return 0
 """
 
 
-def check_url(url: str) -> str:
-    """A broker URL is ``redis://HOST:PORT[/DB]``: refused early, with the form to use."""
-    if not (isinstance(url, str) and url.startswith("redis://") and len(url) > len("redis://")):
-        raise ValueError(f"a broker is a Redis URL such as redis://127.0.0.1:6379, not {url!r}")
+def check_broker_url(url: str) -> str:
+    """``url`` when it has the form ``redis://HOST:PORT[/DB]``; else ValueError saying so."""
+    match = BROKER_URL.fullmatch(url)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"broker {url!r} is not a Redis URL: redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379/0")
     return url
 
 
@@ -59,7 +62,7 @@ class RedisLog:
     """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
 
     def __init__(self, url: str, app: str, *, keep: int) -> None:
-        self.url = check_url(url)
+        self.url = check_broker_url(url)
         self.keep = keep
         prefix = f"labtools:{app}:"
         self.stream, self.epoch_key, self.snapshot_key = prefix + "log", prefix + "epoch", prefix + "snapshot"
@@ -78,8 +81,8 @@ class RedisLog:
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0,
                    state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None) -> Opened:
-        """Join the log: the snapshot (seeded with ``initial`` by the first node), the entries
-        after it applied now (so a node listens only once it has caught up), the recent tail.
+        """Join the log: the snapshot (seeded with ``initial`` by the first node) and the recent
+        tail; ``follow`` then applies what came after.
 
         A stateless app (``initial`` None) starts at the newest entry: old messages are for
         replaying to clients that resume, not for broadcasting again. ``state_now`` and
@@ -91,18 +94,21 @@ class RedisLog:
         await self._seed(initial)
         opened = await self._restore(initial is None, tail)
         self._offset = opened.offset
-        if initial is not None:
-            await self._catch_up()
-            opened.offset = self._offset
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
         return opened
+
+    async def follow(self) -> Offset:
+        """Apply every entry already after the start (so a node listens only once it has caught
+        up), then keep following; returns the offset caught up to."""
+        await self._catch_up()
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        return self._offset
 
     async def _seed(self, initial: Any) -> None:
         """Create the epoch and the first snapshot unless another node did (both ``NX``)."""
         await self.redis.set(self.epoch_key, secrets.token_hex(6), nx=True)
         self.epoch = await self.redis.get(self.epoch_key) or ""
         if initial is not None:
-            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))  # type: ignore[misc]
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))
 
     async def _restore(self, stateless: bool, tail: int) -> Opened:
         trimmed = await self._max_deleted()

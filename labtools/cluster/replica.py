@@ -26,7 +26,7 @@ from typing import Any
 from ..events import Client, EventError, EventServer
 from ..events.frames import dumps
 from ..events.server import require
-from .log import START, Log, Offset, format_offset, parse_offset
+from .log import START, Log, Offset, Opened, format_offset, parse_offset
 from .replicated import Applied, Machine, Push, Replicated, make_log
 
 __all__ = ["Applied", "Push", "Replica", "make_log"]
@@ -53,7 +53,10 @@ class Replica(Replicated):
         server.on("resume")(self.resume)
 
     async def open(self) -> None:
-        opened = await self.join(tail=self.replay)
+        await self.join(tail=self.replay)
+
+    def joined(self, opened: Opened) -> None:
+        """Keep the log's recent entries for replay, in order, before any later one is pushed."""
         for offset, entry in opened.tail:
             self._remember(offset, self.machine.apply(entry["cmd"]).pushes)
         if not opened.complete:  # older entries were trimmed: a client must have seen the oldest kept one

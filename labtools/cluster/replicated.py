@@ -106,8 +106,13 @@ class Replicated:
         opened: Opened = await self.log.open(initial, self._apply, tail=tail, **hooks)  # type: ignore[call-arg]
         if opened.state is not None:
             self.machine.restore(opened.state)
-        self.offset = max(self.offset, opened.offset)
+        self.offset = opened.offset
+        self.joined(opened)
+        await self.log.follow()
         return opened
+
+    def joined(self, opened: Opened) -> None:
+        """Called once the state is restored, before the log's later entries are applied."""
 
     def reset(self, state: Any) -> None:
         """The log restarted (Redis came back without its data): take the state it holds now."""

@@ -24,9 +24,10 @@ from typing import Any
 import psutil
 
 from .. import runtime
+from ..cluster.redis_log import check_broker_url
 from ..processes import ChildServer, start_child
 from .haproxy import FrontDoor
-from .redis import RedisServer, check_broker_url
+from .redis import RedisServer
 
 #: ``Deployment.start``'s options that a node's command line carries (``--db``: the chat's file).
 NODE_OPTIONS = ("db",)

@@ -13,7 +13,6 @@ returns once it answers PING. Its options say why a lesson can rely on it:
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,6 @@ import redis.asyncio
 from .children import find_program, free_port, kill_program, log_tail, start_program, stop_program
 
 REDIS_SERVER = "/usr/bin/redis-server"
-BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
 
 
 def redis_available() -> bool:
@@ -37,14 +35,6 @@ def redis_available() -> bool:
 
 def missing_message() -> str:
     return "redis-server is not installed: apt-get install redis-server (CI installs it)"
-
-
-def check_broker_url(url: str) -> str:
-    """``url`` when it has the form ``redis://HOST:PORT[/DB]``; else ValueError saying so."""
-    match = BROKER_URL.fullmatch(url)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"broker {url!r} is not a Redis URL: redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379/0")
-    return url
 
 
 class RedisServer:

@@ -13,6 +13,9 @@ messages and the store keeps the last ``keep`` (a ``since`` older than that is a
 never a silent hole); numbers in the query are ASCII digits, checked before anything is sent;
 posts are JSON (415 otherwise) and never from another site's page (403); a connection must send
 its request head within ``head_timeout`` seconds, and at most ``max_connections`` are open.
+
+Posts go through the store's log (``cluster.replicated``): applied at once in one process; with
+``broker`` (a Redis URL), applied in one order by every node, so any node answers any poll.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Iterable
 
 from aiohttp import web
 
+from ..cluster.replicated import Replicated, make_log
+from ..events import EventError
 from ..measure.metered_http import HEAD_TIMEOUT, MAX_CONNECTIONS, MeteredSite, metering_middleware
 from ..measure.metrics import Traffic
 from .store import KEEP, PAGE, Gap, MessageStore, Page
@@ -41,6 +47,7 @@ SECONDS_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,6})?")
 MORE_HEADER = "X-More"
 
 STORE = web.AppKey("store", MessageStore)
+LOG = web.AppKey("log", Replicated)
 TRAFFIC = web.AppKey("traffic", Traffic)
 ROSTER = web.AppKey("roster", frozenset)
 CLOSING = web.AppKey("closing", asyncio.Event)
@@ -146,7 +153,10 @@ async def post_message(request: web.Request) -> web.Response:
     text = body.get("text")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
         raise BadRequest("invalid-data", f"'text' must be a non-empty string of at most {MAX_TEXT} characters")
-    message = request.app[STORE].add(sender, to, text)
+    try:
+        message = await request.app[LOG].submit(None, {"from": sender, "to": to, "text": text, "at": time.time()})
+    except EventError as error:  # the broker is unreachable: nothing was stored
+        raise BadRequest(error.code, error.message, status=503) from None
     return web.json_response(message, status=201)
 
 
@@ -242,12 +252,15 @@ def make_app(
     keep: int = KEEP,
     page: int = PAGE,
     body_timeout: float = HEAD_TIMEOUT,
+    broker: str | None = None,
+    node: str | None = None,
 ) -> web.Application:
     """The aiohttp application; ``users`` restricts who may send and receive (empty: anyone)."""
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[metering_middleware(traffic, _is_empty)]
     )
     app[STORE] = MessageStore(keep, page)
+    app[LOG] = Replicated(app[STORE], make_log("polling", broker, keep=keep), node=node, snapshot_every=1000)
     app[TRAFFIC] = traffic
     app[ROSTER] = frozenset(users)
     app[CLOSING] = asyncio.Event()
@@ -276,11 +289,22 @@ class PollingServer(MeteredSite):
         page: int = PAGE,
         head_timeout: float = HEAD_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        broker: str | None = None,
+        node: str | None = None,
     ) -> None:
         traffic = Traffic()
-        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
+        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout, broker=broker, node=node)
         super().__init__(app, traffic, head_timeout=head_timeout, max_connections=max_connections)
         self.state: MessageStore = self.app[STORE]
+
+    async def start(self, host: str, port: int) -> None:
+        """Join the store's log first (a node that starts later catches up), then listen."""
+        await self.app[LOG].join()
+        await super().start(host, port)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.app[LOG].close()
 
 
 def build(
@@ -290,11 +314,14 @@ def build(
     page: int = PAGE,
     head_timeout: float = HEAD_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    broker: str | None = None,
+    node: str | None = None,
 ) -> PollingServer:
     """The REST chat, not started; ``users`` restricts who may send and receive (empty: anyone).
 
     ``keep`` messages are kept and ``page`` go in one answer at most; a connection must send a
     whole request head (and then a post's whole body) within ``head_timeout`` seconds, and
-    ``max_connections`` may be open.
+    ``max_connections`` may be open. ``broker``: a Redis URL shared with other polling nodes.
     """
-    return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections)
+    return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections,
+                         broker=broker, node=node)

@@ -1,4 +1,9 @@
-"""The polling server's message store: who wrote what to whom, and who is waiting for it."""
+"""The polling server's message store: who wrote what to whom, and who is waiting for it.
+
+It is also a machine of the cluster's log (``apply``, ``snapshot``, ``restore``): with several
+polling nodes (lesson 11) every node applies the same posts in the same order, so a message has
+the same id everywhere and any node can answer any poll.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from ..cluster.replicated import Applied
 
 #: Messages kept, all recipients together: older ones are forgotten (PROTOCOL.md, limits).
 KEEP = 10_000
@@ -53,9 +61,9 @@ class MessageStore:
         self._forgotten: dict[str, int] = {}  # recipient -> id of its last forgotten message
         self._listeners: dict[str, set[Callable[[dict], None]]] = {}
 
-    def add(self, sender: str, to: str, text: str) -> dict:
+    def add(self, sender: str, to: str, text: str, at: float | None = None) -> dict:
         """Store a message, forget the oldest beyond ``keep``, and wake everyone listening for ``to``."""
-        message = {"id": self._next_id, "from": sender, "to": to, "text": text, "at": time.time()}
+        message = {"id": self._next_id, "from": sender, "to": to, "text": text, "at": time.time() if at is None else at}
         self._next_id += 1
         self._inbox.setdefault(to, []).append(message)
         self._inbox_ids.setdefault(to, []).append(message["id"])
@@ -126,6 +134,31 @@ class MessageStore:
             pass
         finally:
             unsubscribe()
+
+    # ----- as a machine of the log (cluster.replicated) --------------------------------------
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        """A post from the log: stored with the next id (the same on every node)."""
+        return Applied(self.add(command["from"], command["to"], command["text"], command["at"]))
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        kept = sorted((m for inbox in self._inbox.values() for m in inbox), key=lambda m: m["id"])
+        return {"next": self._next_id, "messages": kept, "forgotten": dict(self._forgotten)}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self._order.clear()
+        self._inbox.clear()
+        self._inbox_ids.clear()
+        for message in data["messages"]:
+            to = message["to"]
+            self._inbox.setdefault(to, []).append(message)
+            self._inbox_ids.setdefault(to, []).append(message["id"])
+            self._order.append(to)
+        self._forgotten = dict(data["forgotten"])
+        self._next_id = data["next"]
 
     @property
     def count(self) -> int:
