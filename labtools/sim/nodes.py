@@ -117,12 +117,24 @@ async def wait_until(predicate: Any, timeout: float, step: float = 0.01) -> bool
     return predicate()
 
 
+async def all_nodes_up(deployment: Deployment, timeout: float = 10) -> None:
+    """Restart any node that is not running and wait until the front door sees every node UP
+    (a cell that killed a node can then run again)."""
+    for index, node in enumerate(deployment.nodes):
+        if not node.alive:
+            await deployment.restart_node(index)
+    door = deployment.front_door
+    if door is not None:
+        await wait_until(lambda: all(row["status"] == "UP" for row in door.stats().values()), timeout, step=0.05)
+
+
 async def kill_mid_conversation(deployment: Deployment, *, readers: int = 20, messages: int = 200,
                                 kill_after: int = 100, interval: float = 0.005, victim: int = 1,
                                 timeout: float = 10) -> dict[str, Any]:
     """Pedro writes on a node that survives; ``readers`` follow through the front door (round
     robin: some on each node). After ``kill_after`` messages node ``victim`` gets SIGKILL; its
     readers reconnect and resume. Returns what every reader showed and how it got there."""
+    await all_nodes_up(deployment)
     survivor = deployment.node_urls[0 if victim != 0 else 1]
     followers = [Follower(f"reader{k}", deployment.url, seed=k) for k in range(readers)]
     tasks = [asyncio.create_task(f.follow()) for f in followers]
