@@ -114,6 +114,7 @@ async def receive(chat_url: str, faults: FrameFaults, n: int, settle: float = 0.
     """Send ``n`` numbered messages; return the numbers the faulty receiver got, in order."""
     sender = await EventClient.connect(chat_url, name="sender")
     receiver = await EventClient.connect(chat_url, name="receiver")
+    await receiver.wait_for("position")  # where the stream stands, sent on connect: not a message
     faults.attach(receiver)
     for k in range(n):
         await sender.emit(*say(str(k)))
@@ -135,11 +136,12 @@ def test_drop_is_seeded_and_counted(chat: lt.ServerHandle) -> None:
     assert got == sorted(got)
 
 
-def test_duplicate_delivers_twice(chat: lt.ServerHandle) -> None:
+def test_duplicate_delivers_twice_and_the_client_drops_the_copy(chat: lt.ServerHandle) -> None:
     faults = FrameFaults(duplicate=1.0)
     got = runtime.run(receive(chat.url, faults, 20))
-    assert got == [k for k in range(20) for _ in (0, 1)]
     assert faults.counts["duplicated"] == 20 and faults.counts["delivered"] == 40
+    assert faults.client is not None and faults.client.duplicates == 20  # same offset: seen already
+    assert got == list(range(20))
 
 
 def test_reorder_swaps_neighbours_and_loses_nothing(chat: lt.ServerHandle) -> None:
@@ -153,6 +155,7 @@ def test_delay_holds_each_frame(chat: lt.ServerHandle) -> None:
     async def go() -> float:
         sender = await EventClient.connect(chat.url)
         receiver = await EventClient.connect(chat.url)
+        await receiver.wait_for("position")
         faults = FrameFaults(delay_ms=200).attach(receiver)
         waiting = asyncio.ensure_future(receiver.next("msg-from-server", 3))
         start = time.monotonic()
@@ -171,22 +174,24 @@ def test_faults_compose_with_an_existing_intercept(chat: lt.ServerHandle) -> Non
 
     def keep_even(frame: dict) -> bool:
         seen.append(frame)
-        return "event" not in frame or int(frame["data"]["text"]) % 2 == 0
+        return frame.get("event") != "msg-from-server" or int(frame["data"]["text"]) % 2 == 0
 
     async def go() -> list[int]:
         sender = await EventClient.connect(chat.url)
         receiver = await EventClient.connect(chat.url, intercept=keep_even)
+        await receiver.wait_for("position")
         faults = FrameFaults(duplicate=1.0).attach(receiver)
         for k in range(6):
             await sender.emit(*say(str(k)))
         await sender.wait_for("msg-from-server", 3, where=lambda d: d["text"] == "5")
         await asyncio.sleep(0.2)
-        assert faults.counts["seen"] == 3
+        assert faults.counts["seen"] == 3 and faults.counts["delivered"] == 6
+        assert receiver.duplicates == 3  # each copy dropped by the client (same offset)
         await sender.aclose()
         await receiver.aclose()
         return [int(d["text"]) for d in receiver.events("msg-from-server")]
 
-    assert runtime.run(go()) == [0, 0, 2, 2, 4, 4]
+    assert runtime.run(go()) == [0, 2, 4]
 
 
 def test_a_deaf_client_is_cut_at_the_client_buffer_bound() -> None:

@@ -37,6 +37,7 @@ def test_a_client_comes_back_after_a_restart_and_runs_on_connect_again() -> None
         server = await serving.start(serving.build("minichat"), port=port)
         await asyncio.wait_for(user.connected.wait(), 3)
         assert user.client is not None
+        assert (user.gaps, user.recovered) == (1, 0)  # a new server: what was missed is said lost
         await user.client.emit("msg-to-server", {"text": "back"})
         await user.client.wait_for("msg-from-server", 3)
         await user.aclose()

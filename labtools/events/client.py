@@ -10,6 +10,11 @@ and can write a ``Trace`` for sequence diagrams. Acknowledged requests are await
 Every incoming frame passes one public hook, ``intercept``: a function of the parsed frame that
 returns False to keep it from the client (a lossy link drops it; a fault injector may hold it
 and hand it over later, delayed, twice or out of order, with ``deliver``).
+
+Recoverable streams (PROTOCOL.md, "Several nodes, offsets and recovery"): pushes carry an
+``offset`` and an ``epoch``. The client remembers the last ones it got (``position``), so that
+after a reconnection ``resume`` asks the server for exactly what was missed; a push whose offset
+this client already got (a replay overlapping what arrived live, a duplicated frame) is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -60,6 +66,54 @@ class _MeteredClientConnection(ClientConnection):
 #: ``intercept(frame) -> bool``: called with every parsed incoming frame; False keeps it back.
 Intercept = Callable[[Any], bool]
 
+#: Where a client stands in a recoverable stream: ``(offset, epoch)``, both opaque strings.
+Position = tuple[str, str]
+
+#: Offsets remembered per client to recognise a push already received. A replay never reaches
+#: further back than the last position the client itself sent, so the recent ones are enough.
+SEEN = 4096
+
+
+class Seen:
+    """The offsets of the recent pushes a client got, in one epoch: a bounded set.
+
+    Offsets are opaque strings on the wire, compared only for equality; a push is the same push
+    when its event and offset are (one log entry may push different events to a client: the state
+    sent on connect carries the offset of the last change, whose own push was, say, a delta).
+    Another epoch is another history: the same offsets mean other pushes, so they start over.
+    """
+
+    def __init__(self, keep: int = SEEN) -> None:
+        self.epoch: str | None = None
+        self._order: deque[tuple[str, str]] = deque()
+        self._keys: set[tuple[str, str]] = set()
+        self._keep = keep
+
+    def add(self, event: str, offset: str, epoch: str) -> bool:
+        """Note one push; False when it was seen already (a duplicate)."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._order.clear()
+            self._keys.clear()
+        key = (event, offset)
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self._keep:
+            self._keys.discard(self._order.popleft())
+        return True
+
+
+def stream_position(data: Any) -> Position | None:
+    """``(offset, epoch)`` of a frame (or an acknowledgement's data) that carries both as strings."""
+    if not isinstance(data, dict):
+        return None
+    offset, epoch = data.get("offset"), data.get("epoch")
+    if isinstance(offset, str) and isinstance(epoch, str):
+        return offset, epoch
+    return None
+
 
 class EventClient:
     """One connection to an event server, with emit, request (ack) and listeners."""
@@ -71,6 +125,10 @@ class EventClient:
         self.traffic = Traffic()
         self.received: list[tuple[float, str, Any]] = []
         self.errors: list[dict] = []
+        #: Pushes dropped because this client had them already (same event and offset).
+        self.duplicates = 0
+        self._position: Position | None = None
+        self._seen = Seen()
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
         self._waiters: list[tuple[str, Callable[[Any], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
@@ -138,6 +196,30 @@ class EventClient:
     @property
     def closed(self) -> bool:
         return self._reader is None or self._reader.done()
+
+    @property
+    def position(self) -> Position | None:
+        """``(offset, epoch)`` of the last push, ``position`` frame or resume received; None before any."""
+        return self._position
+
+    async def resume(self, offset: str | None = None, epoch: str | None = None, timeout: float = 5.0) -> Any:
+        """Ask for what was missed since ``offset`` (default: the remembered ``position``).
+
+        The server first sends the missed pushes (they reach listeners as usual; any this client
+        already has is dropped), then acknowledges ``{"missed", "offset", "epoch"}``, returned
+        here. Raises ``AckError`` ``too-old`` when the gap cannot be filled (another epoch, or
+        trimmed): the caller starts over from the state it got on connect.
+        """
+        if offset is None or epoch is None:
+            if self._position is None:
+                raise ValueError("no position to resume from: nothing with an offset was received")
+            offset = self._position[0] if offset is None else offset
+            epoch = self._position[1] if epoch is None else epoch
+        answer = await self.request("resume", {"offset": offset, "epoch": epoch}, timeout)
+        position = stream_position(answer)
+        if position is not None:
+            self._position = position
+        return answer
 
     def on(self, event: str, listener: Callable[[Any], Any]) -> None:
         """Call ``listener(data)`` for every ``event`` received (after it is recorded)."""
@@ -240,6 +322,13 @@ class EventClient:
             self.traffic.request("recv ack")
             return
         event, data = frame.get("event"), frame.get("data")
+        position = stream_position(frame)
+        if position is not None:
+            if event != "position" and isinstance(event, str) and not self._seen.add(event, *position):
+                self.duplicates += 1
+                self.traffic.request(f"recv {event} (duplicate)")
+                return
+            self._position = position
         self.traffic.request(f"recv {event}")
         self.received.append((now, event, data))
         if self.trace is not None:

@@ -1,7 +1,8 @@
 """Reconnection with exponential backoff and full jitter (lesson 10), and the thundering herd.
 
 ``Reconnecting`` keeps one ``EventClient`` connected: when the socket closes it waits, tries
-again, and after each success re-runs ``on_connect`` (join the room again, sign in again).
+again, and after each success re-runs ``on_connect`` (join the room again, sign in again), then
+asks for what it missed while away (``resume`` from the last offset it got, lesson 11).
 The wait before retry ``attempt`` (0, 1, 2...) is
 
 * with full jitter: ``random.uniform(0, min(cap, base * 2**attempt))`` (seeded);
@@ -24,6 +25,7 @@ from typing import Any
 
 from .. import processes, runtime, serving
 from ..events import EventClient
+from ..events.client import AckError, Position
 
 OnConnect = Callable[[EventClient], Awaitable[Any]]
 
@@ -44,6 +46,12 @@ class Reconnecting:
     ``attempts`` lists ``(time.monotonic() when it started, attempt number, succeeded)`` for
     every try after the first connection; ``connections`` counts the sockets opened, the first included.
     Listeners given to ``on`` are attached again to every new socket.
+
+    A reconnection resumes (``resume=False`` turns it off): the new socket emits ``resume`` with
+    the position the last one reached, and the pushes missed meanwhile reach the listeners before
+    ``connected`` is set again. ``recovered`` counts them; ``gaps`` counts the ``too-old``
+    answers (the server could not fill the gap: another epoch, or too much missed); ``refused``
+    keeps any other refusal (an app without recoverable streams says ``unknown-event``).
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class Reconnecting:
         seed: int = 0,
         on_connect: OnConnect | None = None,
         open_timeout: float = 3.0,
+        resume: bool = True,
         **options: Any,
     ) -> None:
         self.url = url
@@ -70,7 +79,12 @@ class Reconnecting:
         self.client: EventClient | None = None
         self.attempts: list[tuple[float, int, bool]] = []
         self.connections = 0
+        self.resumes = resume
+        self.recovered = 0
+        self.gaps = 0
+        self.refused: list[AckError] = []
         self.connected = asyncio.Event()
+        self._since: Position | None = None
         self._listeners: list[tuple[str, Callable[[Any], Any]]] = []
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -83,16 +97,51 @@ class Reconnecting:
         if self.client is not None:
             self.client.on(event, listener)
 
+    @property
+    def position(self) -> Position | None:
+        """Where this client stands in the server's stream: what the next resume starts from."""
+        if self._since is not None:
+            return self._since
+        return self.client.position if self.client is not None else None
+
     async def _open(self) -> EventClient:
+        if self.client is not None and self._since is None:
+            self._since = self.client.position  # where the lost socket stood: resume from there
         client = await EventClient.connect(self.url, name=self.name, **self.options)
         for event, listener in self._listeners:
             client.on(event, listener)
         self.client = client
         self.connections += 1
-        if self.on_connect is not None:
-            await self.on_connect(client)
+        try:
+            if self.on_connect is not None:
+                await self.on_connect(client)
+            if self.resumes and self._since is not None:
+                await self._resume(client, self._since)
+        except BaseException:
+            await client.aclose()  # this attempt failed: no socket left open behind it
+            raise
         self.connected.set()
         return client
+
+    async def _resume(self, client: EventClient, since: Position) -> None:
+        """Ask for what was missed since ``since``; after ``on_connect``, because the server may
+        need the session back (signed in, in its rooms) to know which pushes are this client's.
+
+        A lost connection (or no answer) propagates and keeps ``since``: the next socket resumes
+        from the same place, so nothing is skipped because one attempt failed half-way.
+        """
+        try:
+            answer = await client.resume(*since)
+        except AckError as error:
+            if error.code == "too-old":
+                self.gaps += 1  # from here on: the state the new socket was sent on connect
+            else:
+                self.refused.append(error)
+        else:
+            missed = answer.get("missed") if isinstance(answer, dict) else None
+            if isinstance(missed, int) and not isinstance(missed, bool):
+                self.recovered += missed
+        self._since = None
 
     async def start(self) -> Reconnecting:
         """Connect (the first time without waiting) and keep the connection up from then on."""

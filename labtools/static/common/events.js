@@ -1,6 +1,11 @@
-// PROTOCOL.md's frames in the browser: emit, listen (on), acknowledged requests, reconnection.
+// PROTOCOL.md's frames in the browser: emit, listen (on), acknowledged requests, reconnection,
+// and recovery of what was missed while disconnected (resume).
 // An ES module shared by every app page (served at ./events.js): import { EventSocket } from "./events.js".
 // No outside resources: the course works offline.
+
+// Pushes remembered to recognise one received twice (a replay overlapping what arrived live).
+// A replay never reaches back further than the position the page itself sent, so recent ones suffice.
+const SEEN = 4096;
 
 // The socket lives at the page's own folder, so the page works at http://127.0.0.1:PORT/
 // and behind a proxy prefix such as Binder's /user/NAME/proxy/PORT/.
@@ -15,8 +20,16 @@ export function socketUrl(query) {
 export class EventSocket {
   // options.query: a query string for the upgrade, or a function giving one (none by default;
   // the chat authenticates with an auth event, never with a token in the URL).
+  // options.resume: false to leave resuming to the page (an app that must sign in first calls
+  // resume() itself); by default a reconnection resumes before anything else is sent.
+  // options.onGap(message): called when the server cannot fill the gap ("too-old"): the page
+  // starts over from what it is sent on connect. The "resumed" and "gap" events say the same.
   constructor(options) {
     this.options = options || {};
+    this.position = null; // {offset, epoch} of the last push (or position frame) received
+    this.since = null; // the position a resume in flight started from, kept until it is answered
+    this.seen = new Set(); // "event offset" of recent pushes, in this.seenEpoch
+    this.seenEpoch = null;
     this.listeners = new Map();
     this.statusListeners = [];
     this.pending = new Map();
@@ -34,6 +47,12 @@ export class EventSocket {
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
+      // Before anything else (the connect listeners may emit): ask for what was missed, from
+      // where the last socket stood, or where an unanswered resume started.
+      if (this.options.resume !== false) {
+        if (!this.since) this.since = this.position;
+        if (this.since) this.resume(this.since).catch(() => {});
+      }
       this.setState("online");
       this.fire("connect", null);
     };
@@ -88,7 +107,52 @@ export class EventSocket {
       else pending.resolve(frame.data);
       return;
     }
+    if (typeof frame.offset === "string" && typeof frame.epoch === "string") {
+      if (frame.event !== "position" && !this.firstTime(frame.event, frame.offset, frame.epoch)) return;
+      this.position = { offset: frame.offset, epoch: frame.epoch };
+    }
     this.fire(frame.event, frame.data);
+  }
+
+  // False for a push this page already had: the same event at the same offset, in this epoch.
+  // Offsets are opaque strings, compared only for equality; another epoch is another history.
+  firstTime(event, offset, epoch) {
+    if (epoch !== this.seenEpoch) {
+      this.seenEpoch = epoch;
+      this.seen.clear();
+    }
+    const key = event + " " + offset;
+    if (this.seen.has(key)) return false;
+    this.seen.add(key);
+    if (this.seen.size > SEEN) this.seen.delete(this.seen.values().next().value);
+    return true;
+  }
+
+  // Ask for the pushes missed since `since` ({offset, epoch}; default: the last position). They
+  // reach the listeners first; then this resolves with {missed, offset, epoch}, also fired as
+  // "resumed". When the gap cannot be filled (code "too-old") it calls options.onGap(message),
+  // fires "gap" {code, message} and resolves with null. Other failures reject.
+  resume(since) {
+    const from = since || this.position;
+    if (!from) return Promise.resolve(null);
+    return this.request("resume", { offset: from.offset, epoch: from.epoch }).then(
+      (answer) => {
+        if (this.since === from) this.since = null;
+        if (answer && typeof answer.offset === "string" && typeof answer.epoch === "string") {
+          this.position = { offset: answer.offset, epoch: answer.epoch };
+        }
+        this.fire("resumed", answer);
+        return answer;
+      },
+      (error) => {
+        // An answer from the server settles it; a lost connection keeps `since` for the next socket.
+        if (error.code && this.since === from) this.since = null;
+        if (error.code !== "too-old") throw error;
+        if (this.options.onGap) this.options.onGap(error.message);
+        this.fire("gap", { code: error.code, message: error.message });
+        return null;
+      },
+    );
   }
 
   fire(event, data) {
