@@ -250,6 +250,13 @@ WRONG: dict[str, list[tuple[str, Any, str]]] = {
               "the app's own codes")],
     "10.3": [("no jitter", 1000, "without jitter"), ("half the window", 500, "starts at 0"),
              ("per second", 500.0, "starts at 0"), ("a str", "50", "a number")],
+    "11.1": [("reads only", lambda nodes, rate: nodes * rate, "one short per message"),
+             ("one read in all", lambda nodes, rate: 2 * rate, "one read per node"),
+             ("a read per other node", lambda nodes, rate: rate * (1 + nodes - 1), "one short per message")],
+    "11.2": [("everyone", lambda connections, killed: set(connections), "keep their sockets"),
+             ("kill(i) read as node i", lambda connections, killed: {c for c, n in connections.items()
+                                                                     if n == f"node{killed}"}, "counts nodes from 0"),
+             ("a name, not a set", lambda connections, killed: f"node{killed + 1}", "a set of client names")],
 }
 
 IDS = [exercise.id for exercise in all_exercises()]
@@ -258,7 +265,7 @@ CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
 
 
 def test_every_exercise_has_wrong_answers() -> None:
-    assert len(IDS) == 28
+    assert len(IDS) == 30
     assert set(WRONG) == set(IDS), f"give each exercise plausible wrong answers: {sorted(set(IDS) ^ set(WRONG))}"
     assert all(WRONG[id] for id in IDS)
 

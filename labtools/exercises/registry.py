@@ -36,6 +36,7 @@ LESSON_MODULES = [
     "labtools.exercises.lesson08",
     "labtools.exercises.lesson09",
     "labtools.exercises.lesson10",
+    "labtools.exercises.lesson11",
 ]
 
 

@@ -1,6 +1,7 @@
 """What a cell shows: ``plots.traffic`` (crowds: requests, bytes, latency, sequence diagrams,
 cost models), ``plots.apps`` (the apps' lessons: votes, tickets, markers), ``plots.embed``
-(app pages side by side in the notebook) and ``plots.source`` (``lt.show``).
+(app pages side by side in the notebook), ``plots.nodes`` (lesson 11's
+latency by path and CPU per delivery) and ``plots.source`` (``lt.show``).
 
 The submodules load on first use: a server started with ``python -m labtools serve`` imports
 labtools but draws nothing, and must not pay for matplotlib (tens of megabytes).
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["apps", "embed", "figures", "source", "traffic"]
+__all__ = ["apps", "embed", "figures", "nodes", "source", "traffic"]
 
 
 def __getattr__(name: str) -> ModuleType:
