@@ -1,4 +1,4 @@
-"""``python -m labtools serve APP [--host H] [--port N] [--db PATH]`` (PROTOCOL.md)."""
+"""``python -m labtools serve APP [--host H] [--port N] [--db PATH] [--broker URL] [--node NAME]`` (PROTOCOL.md)."""
 
 from .cli import main
 

@@ -1,4 +1,9 @@
-"""The command line: run one lesson server outside the notebook until Ctrl-C or SIGTERM."""
+"""The command line: run one lesson server outside the notebook until Ctrl-C or SIGTERM.
+
+``--broker redis://HOST:PORT[/DB]`` makes the server one node of several sharing through that
+Redis, ``--node NAME`` names it (lesson 11; ``labtools.deploy`` starts such nodes). Both go to
+the app's ``build`` only when given, so an app runs as before without them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sys
 from typing import Any
 
 from . import serving
+from .deploy.redis import check_broker_url
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -20,9 +26,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (the default)")
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
+    serve.add_argument("--broker", default=None, type=broker_url, metavar="URL",
+                       help="share through this Redis, redis://HOST:PORT[/DB] (default: one process, nothing else)")
+    serve.add_argument("--node", default=None, metavar="NAME", help="this node's name (default: HOSTNAME:PID)")
     # labtools.processes: stop when stdin reaches end of file (the parent that holds its pipe died).
     serve.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def broker_url(url: str) -> str:
+    """``--broker``'s value, refused with the form it should have."""
+    try:
+        return check_broker_url(url)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -47,8 +64,17 @@ def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     loop.add_reader(fd, readable)
 
 
-async def serve(app: str, host: str, port: int, db: str | None, exit_with_stdin: bool = False) -> None:
-    options: dict[str, Any] = {"db": db} if db is not None else {}
+async def serve(
+    app: str,
+    host: str,
+    port: int,
+    db: str | None,
+    exit_with_stdin: bool = False,
+    broker: str | None = None,
+    node: str | None = None,
+) -> None:
+    given = {"db": db, "broker": broker, "node": node}
+    options: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if db is not None and app != "chat":
         raise SystemExit(f"--db is for the chat app, not {app!r}")
     server = await serving.start(serving.build(app, **options), host, port)
@@ -67,6 +93,6 @@ async def serve(app: str, host: str, port: int, db: str | None, exit_with_stdin:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    asyncio.run(serve(args.app, args.host, args.port, args.db, args.exit_with_stdin))
+    asyncio.run(serve(args.app, args.host, args.port, args.db, args.exit_with_stdin, args.broker, args.node))
     sys.stdout.flush()
     return 0

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,13 @@ def cpu_seconds(process: psutil.Process) -> float:
         return times.user + times.system
 
 
-def _in_child() -> None:
-    """Runs in the child between fork and exec: die with the parent, allow many sockets."""
+def prepare_child() -> None:
+    """A ``preexec_fn``: runs in the child between fork and exec to make it die with its parent
+    (Linux's ``PR_SET_PDEATHSIG``, SIGTERM) and allow it many sockets.
+
+    Any program started this way ends when the thread that forked it ends, also when the kernel
+    is SIGKILLed: start children from the labtools loop, whose thread lives as long as the
+    process. ``labtools.deploy`` starts redis-server and HAProxy with it."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             libc = ctypes.CDLL(None, use_errno=True)
@@ -149,14 +155,22 @@ class ChildServer:
 
 
 async def start_child(
-    app: str, *, name: str = "", host: str = "127.0.0.1", port: int = 0, timeout: float = 20
+    app: str,
+    *,
+    name: str = "",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 20,
+    extra: Sequence[str] = (),
 ) -> ChildServer:
     """Start ``python -m labtools serve APP`` and wait for its URL line (not registered).
 
-    Call it on the labtools loop: the child's death signal follows the *thread* that forked it,
-    and the loop's thread lives as long as the runtime.
+    ``extra`` arguments go to ``serve`` as they are (``["--broker", URL, "--node", "node1"]``
+    for one node of a ``labtools.deploy.Deployment``). Call it on the labtools loop: the child's
+    death signal follows the *thread* that forked it, and the loop's thread lives as long as the
+    runtime.
     """
-    arguments = ["serve", app, "--host", host, "--port", str(port), "--exit-with-stdin"]
+    arguments = ["serve", app, "--host", host, "--port", str(port), "--exit-with-stdin", *extra]
     return await start_module("labtools", arguments, app=app, name=name or f"process:{app}", timeout=timeout)
 
 
@@ -175,7 +189,7 @@ async def start_module(module: str, arguments: list[str], *, app: str, name: str
         stdout=subprocess.PIPE,
         stderr=stderr,
         env=env,
-        preexec_fn=_in_child,  # prctl must run in the child; it takes no locks
+        preexec_fn=prepare_child,  # prctl must run in the child; it takes no locks
     )
     assert process.stdout is not None
     try:

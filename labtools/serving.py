@@ -15,6 +15,11 @@ A server is anything with the shape ``Server`` below: ``await start(host, port)`
 It starts the server on the labtools loop under a name, so running the same cell twice replaces
 the server instead of failing with "address already in use", and hands the cell a
 ``ServerHandle`` with a plain sync API.
+
+``serve("chat", nodes=2)`` deploys a lesson app as several processes instead (lesson 11):
+Redis, the nodes and HAProxy in front, a ``labtools.deploy.Deployment``; the cell gets a
+``DeploymentHandle`` whose ``url`` is the front door. ``broker=URL`` without ``nodes`` is an
+option of the app's build like any other: this kernel's server then shares through that Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from websockets.asyncio.server import Server as WebsocketsServer
 
 from . import runtime
+from .deploy.cluster import Deployment
 from .measure.metrics import Traffic
 
 T = TypeVar("T")
@@ -203,16 +209,66 @@ def browser_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+class DeploymentHandle:
+    """What a cell holds of a deployed app (``serve(APP, nodes=N)``): the front door's address,
+    the nodes' addresses, and the ``deployment`` itself (``kill``, ``restart_node``, ``redis``)."""
+
+    def __init__(self, name: str, deployment: Deployment) -> None:
+        self.name = name
+        self.deployment = deployment
+
+    @property
+    def url(self) -> str:
+        """The front door, for clients in this kernel: ``http://127.0.0.1:PORT/``."""
+        return self.deployment.url
+
+    @property
+    def port(self) -> int:
+        return self.deployment.port
+
+    @property
+    def ws_url(self) -> str:
+        return self.deployment.ws_url
+
+    @property
+    def node_urls(self) -> list[str]:
+        """Each node's own address (behind the front door)."""
+        return self.deployment.node_urls
+
+    def page_url(self) -> str:
+        """Where a browser reaches the app's page through the front door (and Binder's proxy)."""
+        return browser_url(self.port)
+
+    def stop(self) -> None:
+        runtime.run(runtime.unregister_and_close(self.name, self.deployment))
+
+    async def astop(self) -> None:
+        await runtime.arun(runtime.unregister_and_close(self.name, self.deployment))
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {len(self.node_urls)} nodes behind {self.url}>"
+
+
 async def astart(
     app: str | Callable[..., Server] | Server,
     *,
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    nodes: int | None = None,
+    broker: str | None = None,
     **options: Any,
-) -> ServerHandle:
-    """Build and start ``app`` on the running labtools loop under ``name``, replacing an old one."""
+) -> ServerHandle | DeploymentHandle:
+    """Build and start ``app`` on the running labtools loop under ``name``, replacing an old one;
+    with ``nodes``, deploy it as that many processes behind a front door on ``port``."""
     name = name or default_name(app)
+    if nodes is not None:
+        if not isinstance(app, str) or app not in APPS:
+            raise ValueError(f"nodes= deploys a lesson app by its name ({', '.join(APPS)}), not {app!r}")
+        deployment = await Deployment.start(app, nodes=nodes, broker=broker, name=name, host=host, port=port, **options)
+        return DeploymentHandle(name, deployment)
+    if broker is not None:
+        options["broker"] = broker
 
     async def make() -> Server:
         return await start(build(app, **options), host, port)
@@ -226,14 +282,18 @@ def serve(
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    nodes: int | None = None,
+    broker: str | None = None,
     **options: Any,
-) -> ServerHandle:
+) -> ServerHandle | DeploymentHandle:
     """Start ``app`` (a lesson app's name, a build function or a server) on the labtools loop.
 
     A server of the same ``name`` (by default the app's) is stopped first, so re-running the
-    cell replaces it.
+    cell replaces it. ``nodes=N`` deploys a lesson app as N processes sharing through Redis
+    (``broker``, or one started for them) behind HAProxy, and returns a ``DeploymentHandle``;
+    ``broker`` alone goes to the app's build (this kernel's server shares through that Redis).
     """
-    return runtime.run(astart(app, name=name, host=host, port=port, **options))
+    return runtime.run(astart(app, name=name, host=host, port=port, nodes=nodes, broker=broker, **options))
 
 
 async def aserve(
@@ -242,7 +302,9 @@ async def aserve(
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    nodes: int | None = None,
+    broker: str | None = None,
     **options: Any,
-) -> ServerHandle:
+) -> ServerHandle | DeploymentHandle:
     """``serve`` for top-level ``await``."""
-    return await runtime.arun(astart(app, name=name, host=host, port=port, **options))
+    return await runtime.arun(astart(app, name=name, host=host, port=port, nodes=nodes, broker=broker, **options))

@@ -1,5 +1,10 @@
-"""Shared fixtures: the labtools loop is stopped after each test module, and a real browser
-(Debian's Chromium driven by Playwright; never a downloaded browser) for the page tests."""
+"""Shared fixtures: the labtools loop is stopped after each test module, a real browser
+(Debian's Chromium driven by Playwright; never a downloaded browser) for the page tests, and a
+real Redis (Debian's redis-server) for the tests of several nodes.
+
+Skip or fail: a laptop without redis-server or haproxy skips the tests that need them, with the
+command that installs them; CI (the ``CI`` variable set) installs both, so there a missing one
+fails the test instead of hiding it."""
 
 from __future__ import annotations
 
@@ -10,6 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 import labtools
+from labtools.deploy import haproxy_available, redis_available
+from labtools.deploy.haproxy import missing_message as haproxy_missing
+from labtools.deploy.redis import RedisServer
+from labtools.deploy.redis import missing_message as redis_missing
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,3 +50,29 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip on a laptop; fail on CI, which installs everything (``.ci/run``)."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_redis() -> None:
+    if not redis_available():
+        skip_or_fail(redis_missing())
+
+
+def require_haproxy() -> None:
+    if not haproxy_available():
+        skip_or_fail(haproxy_missing())
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the module's own, on a free port, stopped after the module."""
+    require_redis()
+    server = labtools.run(RedisServer.start())
+    yield server
+    labtools.run(server.aclose())

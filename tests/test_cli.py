@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from labtools import cli, run, serving
 from labtools.serving import APPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +69,43 @@ def test_serve_prints_the_url_serves_and_exits_cleanly(app: str, sig: signal.Sig
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://127.0.0.1", "localhost:6379"])
+def test_a_broker_that_is_not_a_redis_url_is_refused_clearly(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "labtools", "serve", "minichat", "--broker", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=15,
+    )
+    assert result.returncode == 2
+    assert "redis://HOST:PORT[/DB]" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "given"),
+    [
+        ([], {}),
+        (["--broker", "redis://127.0.0.1:6379/1", "--node", "node7"],
+         {"broker": "redis://127.0.0.1:6379/1", "node": "node7"}),
+    ],
+    ids=["embedded", "a node"],
+)
+def test_broker_and_node_reach_the_apps_build_only_when_given(
+    argv: list[str], given: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apps take ``broker`` and ``node`` (issue 13); an app's build is stubbed here so that
+    the command line is tested alone."""
+    built: list[dict] = []
+
+    class Built(Exception):
+        pass
+
+    def build(app: str, **options: object) -> serving.Server:
+        built.append(options)
+        raise Built  # built is all this test needs to see
+
+    monkeypatch.setattr(serving, "build", build)
+    args = cli.parse(["serve", "minichat", *argv])
+    with pytest.raises(Built):
+        run(cli.serve(args.app, args.host, args.port, args.db, False, args.broker, args.node))
+    assert built == [given]

@@ -11,7 +11,11 @@ against sending only the change, so the server also speaks an opt-in extension:
   is how a delta client that sees a gap in ``v`` heals itself.
 
 State (``BandBoard``) is kept apart from the transport (``build``) so that the lesson can apply
-the same changes to a client-side copy and compare.
+the same changes to a client-side copy and compare. Handlers validate a frame and hand the
+change to the app's log (``Replica.submit``); ``BandBoard.apply`` makes it, in the log's order,
+on every node that serves the app (one by default; lesson 11 runs several), so no vote is lost
+or counted twice. A new band's id is drawn by the handler, before the log, so that every node
+gives it the same one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..cluster.replica import Applied, Push, Replica, make_log
 from ..events import Client, EventServer
 from ..events.server import require
 
@@ -27,6 +32,7 @@ INITIAL_BANDS = ("Metallica", "Héroes del Silencio", "Bon Jovi", "Breaking Benj
 MAX_NAME = 60
 MAX_BANDS = 500
 DELTA_ROOM = "deltas"
+KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 @dataclass
@@ -45,10 +51,9 @@ class BandBoard:
         for name in names:
             self.add(name)
 
-    def add(self, name: str) -> Band:
-        """Add a band as given, with no delta: set-up only (clients go through ``create``)."""
-        band_id = secrets.token_hex(4)
-        while band_id in self.bands:
+    def add(self, name: str, band_id: str | None = None) -> Band:
+        """Add a band as given, with no delta: set-up, and ``create`` once its id is drawn."""
+        while band_id is None or band_id in self.bands:
             band_id = secrets.token_hex(4)
         band = self.bands[band_id] = Band(band_id, name)
         return band
@@ -57,10 +62,8 @@ class BandBoard:
         """The ``band-list`` payload: ``[{"id", "name", "votes"}, ...]`` in creation order."""
         return [asdict(band) for band in self.bands.values()]
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"version": self.version, "bands": self.as_list()}
-
-    def _band(self, band_id: Any) -> Band:
+    def band(self, band_id: Any) -> Band:
+        """The band of ``band_id``; ``invalid-data`` when there is none."""
         require(isinstance(band_id, str) and band_id in self.bands, "unknown band id")
         return self.bands[band_id]
 
@@ -69,18 +72,18 @@ class BandBoard:
         return {"v": self.version, "op": op, **fields}
 
     def vote(self, band_id: Any) -> dict[str, Any]:
-        band = self._band(band_id)
+        band = self.band(band_id)
         band.votes += 1
         return self._delta("vote", id=band.id)
 
     def remove(self, band_id: Any) -> dict[str, Any]:
-        band = self._band(band_id)
+        band = self.band(band_id)
         del self.bands[band.id]
         return self._delta("remove", id=band.id)
 
     def rename(self, data: Any) -> dict[str, Any]:
         require(isinstance(data, dict), 'rename-band takes {"id": ID, "name": STR}')
-        band = self._band(data.get("id"))
+        band = self.band(data.get("id"))
         band.name = clean_name(data.get("name"))
         return self._delta("rename", id=band.id, name=band.name)
 
@@ -88,7 +91,28 @@ class BandBoard:
         require(isinstance(data, dict), 'create-band takes {"name": STR}')
         name = clean_name(data.get("name"))
         require(len(self.bands) < MAX_BANDS, f"the list is full ({MAX_BANDS} bands)")
-        return self._delta("create", band=asdict(self.add(name)))
+        band_id = data.get("id")
+        return self._delta("create", band=asdict(self.add(name, band_id if isinstance(band_id, str) else None)))
+
+    # ----- as a machine of the log (cluster.replica) ----------------------------------------
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        """One change from the log: the new list to list clients, the delta to delta clients."""
+        change = {"vote": self.vote, "remove": self.remove, "rename": self.rename, "create": self.create}
+        delta = change[command["op"]](command["data"])
+        return Applied(pushes=[Push("band-list", self.as_list(), not_room=DELTA_ROOM),
+                               Push("band-delta", delta, room=DELTA_ROOM)])
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        return [("band-list", self.as_list())]
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"version", "bands"}``: what ``get-band-list`` answers, and what a node restores."""
+        return {"version": self.version, "bands": self.as_list()}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.version = data["version"]
+        self.bands = {b["id"]: Band(**b) for b in data["bands"]}
 
 
 def clean_name(name: Any) -> str:
@@ -109,43 +133,44 @@ def apply_delta(bands: list[dict[str, Any]], delta: dict[str, Any]) -> list[dict
     return [changed(b) if b["id"] == delta["id"] else b for b in bands]
 
 
-def build(names: tuple[str, ...] = INITIAL_BANDS) -> EventServer[BandBoard]:
-    """The bands app on a board that starts with ``names`` (lesson 05 measures longer lists)."""
-    board = BandBoard(names)
-    server = EventServer("bands", board, page="bands")
+def build(names: tuple[str, ...] = INITIAL_BANDS, broker: str | None = None,
+          node: str | None = None) -> EventServer[BandBoard]:
+    """The bands app on a board that starts with ``names`` (lesson 05 measures longer lists);
+    ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
+    server = EventServer("bands", BandBoard(names), page="bands")
+    log = Replica(server, server.state, make_log("bands", broker, keep=KEEP), node=node)
 
-    def publish(delta: dict[str, Any]) -> None:
-        full = [c for c in server.clients.values() if DELTA_ROOM not in c.rooms]
-        server.broadcast("band-list", board.as_list(), to=full)
-        server.broadcast("band-delta", delta, to=DELTA_ROOM)
-
-    @server.connected
-    def welcome(client: Client) -> None:
-        client.emit("band-list", board.as_list())
+    def known(band_id: Any) -> str:
+        """Refused at the edge when this node does not know the id (the log decides for the rest)."""
+        return server.state.band(band_id).id
 
     @server.on("vote-band")
-    def vote(client: Client, data: Any) -> None:
-        publish(board.vote(data))
+    async def vote(client: Client, data: Any) -> None:
+        await log.submit(client, {"op": "vote", "data": known(data)})
 
     @server.on("remove-band")
-    def remove(client: Client, data: Any) -> None:
-        publish(board.remove(data))
+    async def remove(client: Client, data: Any) -> None:
+        await log.submit(client, {"op": "remove", "data": known(data)})
 
     @server.on("rename-band")
-    def rename(client: Client, data: Any) -> None:
-        publish(board.rename(data))
+    async def rename(client: Client, data: Any) -> None:
+        require(isinstance(data, dict), 'rename-band takes {"id": ID, "name": STR}')
+        change = {"id": known(data.get("id")), "name": clean_name(data.get("name"))}
+        await log.submit(client, {"op": "rename", "data": change})
 
     @server.on("create-band")
-    def create(client: Client, data: Any) -> None:
-        publish(board.create(data))
+    async def create(client: Client, data: Any) -> None:
+        require(isinstance(data, dict), 'create-band takes {"name": STR}')
+        band = {"id": secrets.token_hex(4), "name": clean_name(data.get("name"))}
+        await log.submit(client, {"op": "create", "data": band})
 
     @server.on("subscribe-deltas")
     def subscribe(client: Client, data: Any) -> dict[str, Any]:
         client.join(DELTA_ROOM)
-        return board.snapshot()
+        return server.state.snapshot()
 
     @server.on("get-band-list")
     def get_list(client: Client, data: Any) -> dict[str, Any]:
-        return board.snapshot()
+        return server.state.snapshot()
 
     return server

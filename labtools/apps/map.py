@@ -5,18 +5,22 @@ cost bandwidth and make the marker jitter under the pointer. So ``new-marker`` a
 ``update-marker`` go to every other client (``broadcast(..., exclude=client)``), and a newcomer
 gets the whole map once, as ``active-marker``, when it connects.
 
-The simulated draggers of lesson 07 live in ``sim.markers``.
+Every placement goes through the app's log (``Replica.submit``) so that the nodes serving the
+map (one by default; several in lesson 11) hold the same markers; each node then pushes it to its
+own clients, the sender excepted. The simulated draggers of lesson 07 live in ``sim.markers``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..cluster.replica import Applied, Push, Replica, make_log
 from ..events import Client, EventServer
 from ..events.server import require
 
 MAX_ID = 64
 MAX_MARKERS = 5000
+KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 def marker_of(data: Any) -> dict[str, Any]:
@@ -52,24 +56,36 @@ class MarkerMap:
         """The ``active-marker`` payload: ``{id: marker}``."""
         return self.markers
 
+    # ----- as a machine of the log (cluster.replica) ----------------------------------------
 
-def build() -> EventServer[MarkerMap]:
-    markers = MarkerMap()
-    server = EventServer("map", markers, page="map")
+    def apply(self, command: dict[str, Any]) -> Applied:
+        """Place the marker; push it, under the event it came with, to all but its sender."""
+        return Applied(pushes=[Push(command["event"], self.put(command["marker"]), not_origin=True)])
 
-    @server.connected
-    def welcome(client: Client) -> None:
-        client.emit("active-marker", markers.as_dict())
+    def welcome(self) -> list[tuple[str, Any]]:
+        return [("active-marker", self.as_dict())]
 
-    def put(event: str, client: Client, data: Any) -> None:
-        server.broadcast(event, markers.put(data), exclude=client)
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return dict(self.markers)
+
+    def restore(self, data: dict[str, dict[str, Any]]) -> None:
+        self.markers = dict(data)
+
+
+def build(broker: str | None = None, node: str | None = None) -> EventServer[MarkerMap]:
+    """The live map; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
+    server = EventServer("map", MarkerMap(), page="map")
+    log = Replica(server, server.state, make_log("map", broker, keep=KEEP), node=node)
+
+    async def put(event: str, client: Client, data: Any) -> None:
+        await log.submit(client, {"event": event, "marker": marker_of(data)})
 
     @server.on("new-marker")
-    def new_marker(client: Client, data: Any) -> None:
-        put("new-marker", client, data)
+    async def new_marker(client: Client, data: Any) -> None:
+        await put("new-marker", client, data)
 
     @server.on("update-marker")
-    def update_marker(client: Client, data: Any) -> None:
-        put("update-marker", client, data)
+    async def update_marker(client: Client, data: Any) -> None:
+        await put("update-marker", client, data)
 
     return server

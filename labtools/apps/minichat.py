@@ -1,6 +1,9 @@
 """The mini chat (PROTOCOL.md ``minichat``): every message goes to everyone, the sender included.
 
-The whole app is one handler: what the seed's course calls the basic socket server.
+The whole app is one handler: what the seed's course calls the basic socket server. The handler
+hands each message to the app's log (``Replica.submit``): with one process (the default) it is
+pushed at once; with several (lesson 11) every process pushes it to its own clients, in the
+log's order. Each push carries its offset, so a client that reconnects gets what it missed.
 """
 
 from __future__ import annotations
@@ -8,17 +11,38 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..cluster.replica import Applied, Push, Replica, make_log
 from ..events import Client, EventServer
 from ..events.server import require
 
 MAX_TEXT = 2000
+#: Messages kept for clients that reconnect; one that missed more is told ``too-old``.
+KEEP = 1000
 
 
-def build() -> EventServer:
-    server = EventServer("minichat", page="minichat")
+class Room:
+    """The mini chat's machine: no state, each message pushed to everyone as it comes in the log."""
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        return Applied(pushes=[Push("msg-from-server", command["reply"])])
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        return []
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, data: Any) -> None:
+        """Nothing to restore: the messages themselves are the log."""
+
+
+def build(broker: str | None = None, node: str | None = None) -> EventServer[Room]:
+    """The mini chat; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
+    server = EventServer("minichat", Room(), page="minichat")
+    log = Replica(server, server.state, make_log("minichat", broker, keep=KEEP), node=node, replay=KEEP)
 
     @server.on("msg-to-server")
-    def message(client: Client, data: Any) -> None:
+    async def message(client: Client, data: Any) -> None:
         require(isinstance(data, dict), 'msg-to-server takes {"text": STR}')
         text = data.get("text")
         require(
@@ -31,6 +55,6 @@ def build() -> EventServer:
             reply["name"] = name
         if "sentAt" in data and isinstance(data["sentAt"], (int, float)):
             reply["sentAt"] = data["sentAt"]
-        server.broadcast("msg-from-server", reply)
+        await log.submit(client, {"reply": reply})
 
     return server

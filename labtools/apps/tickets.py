@@ -5,9 +5,10 @@ which one it got. Both are acknowledged requests (an emit with an ``id``), not f
 emits. The public screen only listens: ``assigned-tickets`` (the last 13 calls, newest first)
 on connect and after every call. ``GET /last`` serves the same list over plain HTTP.
 
-Why no lock around ``call_next``: every handler runs on one event loop and ``call_next`` does not
-await between taking the oldest ticket and marking it assigned, so two desks can never get the
-same ticket. ``ack_delay`` (seconds) only slows the *answer*, after the state changed, to show
+Why no lock around ``call_next``: every change is applied from the app's log, one at a time, in
+the log's order (``Replica``), and ``call_next`` does not await between taking the oldest ticket
+and marking it assigned, so two desks can never get the same ticket, on one node or several.
+``ack_delay`` (seconds) only slows the *answer*, after the state changed, to show
 what a client timeout means: the ticket was issued, the client just never heard of it.
 """
 
@@ -19,12 +20,14 @@ import secrets
 from collections import deque
 from typing import Any
 
+from ..cluster.replica import Applied, Push, Replica, make_log
 from ..events import Client, EventServer
 from ..events.server import require
 
 LAST_CALLS = 13
 MAX_AGENT = 40
 MAX_DESKTOP = 20
+KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 class TicketQueue:
@@ -36,10 +39,10 @@ class TicketQueue:
         self.assigned: deque[dict[str, Any]] = deque(maxlen=LAST_CALLS)
         self.assigned_count = 0
 
-    def take(self) -> dict[str, Any]:
+    def take(self, ticket_id: str | None = None) -> dict[str, Any]:
         """A new ticket ``{"id", "number"}``; numbers count up from 1."""
         self.last_number += 1
-        ticket = {"id": secrets.token_hex(8), "number": self.last_number}
+        ticket = {"id": ticket_id or secrets.token_hex(8), "number": self.last_number}
         self.waiting.append(ticket)
         return dict(ticket)
 
@@ -54,6 +57,28 @@ class TicketQueue:
 
     def last(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self.assigned]
+
+    # ----- as a machine of the log (cluster.replica) ----------------------------------------
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        """A ticket taken, or the next one called (and the screens told)."""
+        if command["op"] == "take":
+            return Applied(self.take(command["id"]))
+        ticket = self.call_next(command["agent"], command["desktop"])
+        return Applied(ticket, [Push("assigned-tickets", self.last())] if ticket is not None else [])
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        return [("assigned-tickets", self.last())]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"lastNumber": self.last_number, "waiting": list(self.waiting),
+                "assigned": list(self.assigned), "assignedCount": self.assigned_count}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.last_number = data["lastNumber"]
+        self.waiting = deque(data["waiting"])
+        self.assigned = deque(data["assigned"], maxlen=LAST_CALLS)
+        self.assigned_count = data["assignedCount"]
 
 
 def desk_of(data: Any) -> tuple[str, str | int]:
@@ -70,34 +95,28 @@ def desk_of(data: Any) -> tuple[str, str | int]:
     return agent.strip(), desktop.strip()
 
 
-def build(ack_delay: float = 0.0) -> EventServer[TicketQueue]:
-    queue = TicketQueue()
-    server = EventServer("tickets", queue, page="tickets")
+def build(ack_delay: float = 0.0, broker: str | None = None, node: str | None = None) -> EventServer[TicketQueue]:
+    """The ticket queue; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
+    server = EventServer("tickets", TicketQueue(), page="tickets")
+    log = Replica(server, server.state, make_log("tickets", broker, keep=KEEP), node=node)
 
     async def answer(result: Any) -> Any:
         if ack_delay:
             await asyncio.sleep(ack_delay)
         return result
 
-    @server.connected
-    def welcome(client: Client) -> None:
-        client.emit("assigned-tickets", queue.last())
-
     @server.on("request-ticket")
     async def request_ticket(client: Client, data: Any) -> dict[str, Any]:
-        return await answer(queue.take())
+        return await answer(await log.submit(client, {"op": "take", "id": secrets.token_hex(8)}))
 
     @server.on("next-desktop-ticket")
     async def next_ticket(client: Client, data: Any) -> dict[str, Any] | None:
         agent, desktop = desk_of(data)
-        ticket = queue.call_next(agent, desktop)
-        if ticket is not None:
-            server.broadcast("assigned-tickets", queue.last())
-        return await answer(ticket)
+        return await answer(await log.submit(client, {"op": "call", "agent": agent, "desktop": desktop}))
 
     @server.route("/last")
     def last(request: Any) -> tuple[int, str, bytes]:
-        body = json.dumps({"ok": True, "lastOnes": queue.last()}, ensure_ascii=False).encode()
+        body = json.dumps({"ok": True, "lastOnes": server.state.last()}, ensure_ascii=False).encode()
         return 200, "application/json", body
 
     return server

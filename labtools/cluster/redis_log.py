@@ -1,0 +1,205 @@
+"""The log on Redis: one Redis Stream per app, that every node appends to and reads in order.
+
+Why a Stream and not only PUBLISH: pub/sub (the role of Socket.IO's Redis adapter) is fire and
+forget: a node whose connection to Redis blinks misses what was published meanwhile, and a
+client that reconnects has nothing to catch up from. A Stream is the same fan-out with a
+memory: entries have ids (the offsets clients see), every node reads from the last id it
+applied (``XREAD BLOCK``, woken the moment an entry is added), and after any interruption it
+goes on from there, so nothing is skipped and nothing is applied twice. The stream is trimmed
+(``MAXLEN ~ keep``): what is older than that is gone, and a client asking for it is told so.
+
+Redis keys (``labtools:APP:...``): ``log`` the stream, ``epoch`` one life of it (a Redis that
+lost its data gets a new one, and clients that resume learn their gap cannot be filled),
+``snapshot`` a hash with the state as of an offset, so that a node starting later (or again,
+after kill -9) restores it and replays only what followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
+
+#: Errors that mean "Redis is not reachable now" (as opposed to a bug in a command).
+DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+READ_BATCH = 500
+BLOCK_MS = 2000
+
+# Keep the newest snapshot only: a node's older one must not overwrite another's newer one.
+SAVE_IF_NEWER = """
+local ms = tonumber(redis.call('HGET', KEYS[1], 'ms') or '-2')
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local nms, nseq = tonumber(ARGV[1]), tonumber(ARGV[2])
+if nms > ms or (nms == ms and nseq > seq) then
+  redis.call('HSET', KEYS[1], 'ms', ARGV[1], 'seq', ARGV[2], 'state', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def check_url(url: str) -> str:
+    """A broker URL is ``redis://HOST:PORT[/DB]``: refused early, with the form to use."""
+    if not (isinstance(url, str) and url.startswith("redis://") and len(url) > len("redis://")):
+        raise ValueError(f"a broker is a Redis URL such as redis://127.0.0.1:6379, not {url!r}")
+    return url
+
+
+class RedisLog:
+    """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
+
+    def __init__(self, url: str, app: str, *, keep: int) -> None:
+        self.url = check_url(url)
+        self.keep = keep
+        prefix = f"labtools:{app}:"
+        self.stream, self.epoch_key, self.snapshot_key = prefix + "log", prefix + "epoch", prefix + "snapshot"
+        self.epoch = ""
+        # No automatic retry of a command: an XADD retried after a lost reply would be added twice.
+        self.redis = Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), 0),
+                                    socket_connect_timeout=2, health_check_interval=0)
+        self._apply: Apply | None = None
+        self._offset: Offset = START
+        self._state_now: Callable[[], Any] | None = None
+        self._reset: Callable[[Any], None] | None = None
+        self._follower: asyncio.Task | None = None
+        self.reconnects = 0
+
+    # ----- starting -----------------------------------------------------------------------
+
+    async def open(self, initial: Any, apply: Apply, *, tail: int = 0,
+                   state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None) -> Opened:
+        """Join the log: the snapshot (seeded with ``initial`` by the first node), the entries
+        after it applied now (so a node listens only once it has caught up), the recent tail.
+
+        A stateless app (``initial`` None) starts at the newest entry: old messages are for
+        replaying to clients that resume, not for broadcasting again. ``state_now`` and
+        ``reset`` are for the day Redis comes back without its data (see ``_after_outage``).
+        """
+        self._apply = apply
+        self._state_now = state_now
+        self._reset = reset
+        await self._seed(initial)
+        opened = await self._restore(initial is None, tail)
+        self._offset = opened.offset
+        if initial is not None:
+            await self._catch_up()
+            opened.offset = self._offset
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        return opened
+
+    async def _seed(self, initial: Any) -> None:
+        """Create the epoch and the first snapshot unless another node did (both ``NX``)."""
+        await self.redis.set(self.epoch_key, secrets.token_hex(6), nx=True)
+        self.epoch = await self.redis.get(self.epoch_key) or ""
+        if initial is not None:
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))  # type: ignore[misc]
+
+    async def _restore(self, stateless: bool, tail: int) -> Opened:
+        trimmed = await self._max_deleted()
+        if stateless:
+            newest = await self.redis.xrevrange(self.stream, "+", "-", count=tail) if tail else []
+            entries = [(parse_offset(i) or START, json.loads(f["e"])) for i, f in reversed(newest)]
+            if not entries:
+                last = await self.redis.xrevrange(self.stream, "+", "-", count=1)
+                offset = parse_offset(last[0][0]) if last else None
+            else:
+                offset = entries[-1][0]
+            complete = trimmed == START and len(entries) < tail
+            return Opened(None, offset or START, entries, complete)
+        snapshot = await self.redis.hgetall(self.snapshot_key)
+        offset = (max(0, int(snapshot["ms"])), int(snapshot["seq"]))
+        if offset < trimmed:
+            raise RuntimeError(f"{self.stream}: the snapshot ({format_offset(offset)}) is older than what "
+                               f"the stream keeps ({format_offset(trimmed)} was trimmed): the state cannot be rebuilt")
+        return Opened(json.loads(snapshot["state"]), offset, [], trimmed == START)
+
+    async def _max_deleted(self) -> Offset:
+        """The newest id ever trimmed from the stream (``0-0``: none, or no stream yet)."""
+        try:
+            info = await self.redis.xinfo_stream(self.stream)
+        except redis_errors.ResponseError:  # no such key: nothing was ever added
+            return START
+        return parse_offset(info.get("max-deleted-entry-id", "0-0")) or START
+
+    # ----- following ----------------------------------------------------------------------
+
+    async def _catch_up(self) -> None:
+        """Apply every entry already after the offset, without blocking."""
+        while True:
+            response = await self.redis.xread({self.stream: format_offset(self._offset)}, count=READ_BATCH)
+            if not response:
+                return
+            self._deliver(response)
+
+    def _deliver(self, response: list) -> None:
+        assert self._apply is not None
+        for _stream, entries in response:
+            for entry_id, fields in entries:
+                offset = parse_offset(entry_id) or START
+                self._offset = offset
+                self._apply(offset, json.loads(fields["e"]))
+
+    async def _follow(self) -> None:
+        """Read the stream from the last applied entry, for ever; after an outage, go on from there."""
+        pause = 0.05
+        while True:
+            try:
+                response = await self.redis.xread({self.stream: format_offset(self._offset)},
+                                                  count=READ_BATCH, block=BLOCK_MS)
+                pause = 0.05
+            except DOWN:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                with contextlib.suppress(*DOWN):
+                    await self._after_outage()
+                continue
+            self._deliver(response)
+
+    async def _after_outage(self) -> None:
+        """Back from an outage: if Redis lost its data (its epoch is gone), seed it again.
+
+        The first node back seeds it with its own state (``SET NX``: one wins) and every node
+        restarts from that snapshot at offset 0-0, so the nodes go on agreeing with each
+        other; the new epoch tells resuming clients that the history before it is gone.
+        """
+        await self.redis.ping()
+        self.reconnects += 1
+        if await self.redis.get(self.epoch_key) == self.epoch:
+            return
+        state = self._state_now() if self._state_now is not None else None
+        await self._seed(state)
+        self._offset = START
+        snapshot = await self.redis.hgetall(self.snapshot_key)
+        if self._reset is not None:
+            self._reset(json.loads(snapshot["state"]) if snapshot else None)
+
+    # ----- writing ------------------------------------------------------------------------
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        try:
+            await self.redis.xadd(self.stream, {"e": json.dumps(entry, ensure_ascii=False)},
+                                  maxlen=self.keep, approximate=True)
+        except DOWN as error:
+            raise Unavailable(f"the broker ({self.url}) is unreachable: {error}") from None
+
+    async def save_snapshot(self, state: Any, offset: Offset) -> None:
+        with contextlib.suppress(*DOWN):  # a missed snapshot only means a longer replay later
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, offset[0], offset[1], json.dumps(state))
+
+    async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+        await self.redis.aclose()

@@ -1,0 +1,181 @@
+"""A state machine kept the same on every node by applying one log in order (no I/O to clients).
+
+An app that runs on several nodes is written as a *machine*: ``apply(command)`` changes its
+state and says what to push to whom (``Applied``), deterministically, so that every node that
+applies the same commands in the same order holds the same state. ``submit`` appends a command
+to the log and waits until this node has applied it: the answer is what *the log's order*
+decided (the ticket number, whether the band still existed, the message's id).
+
+``replica.Replica`` adds what an event server needs on top (pushes with offsets, resume); the
+polling server uses ``Replicated`` as it is, for its message store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..events import EventError
+from .log import START, Log, MemoryLog, Offset, Opened, Unavailable
+
+#: Seconds a node waits to see its own entry come back from the log before telling the client
+#: it does not know whether the change was made (the broker took it, then went away).
+APPLY_TIMEOUT = 10.0
+#: After a failed append, seconds to wait in case the broker took the entry but its reply was lost.
+GRACE = 1.0
+
+
+@dataclass
+class Push:
+    """One frame to send after an entry is applied: to everyone, one room, or all but some."""
+
+    event: str
+    data: Any
+    room: str | None = None  # only this room's members
+    not_room: str | None = None  # everyone but this room's members
+    not_origin: bool = False  # everyone but the client whose command it was (on its node)
+
+
+@dataclass
+class Applied:
+    """What applying one command did: the answer to its sender, and the frames to push."""
+
+    result: Any = None
+    pushes: list[Push] = field(default_factory=list)
+
+
+class Machine(Protocol):
+    """An app's state as a deterministic machine (``BandBoard``, ``TicketQueue``, ...)."""
+
+    def apply(self, command: dict[str, Any]) -> Applied:
+        """Change the state (or raise ``EventError`` and change nothing)."""
+        ...
+
+    def welcome(self) -> list[tuple[str, Any]]:
+        """The frames a new connection gets: the current state (none for a stateless app)."""
+        ...
+
+    def snapshot(self) -> Any:
+        """The state as JSON data (None: a stateless app, nothing to keep)."""
+        ...
+
+    def restore(self, data: Any) -> None: ...
+
+
+def default_node() -> str:
+    """A name for this node: host, process and a random suffix (a restarted process is new)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def make_log(app: str, broker: str | None, *, keep: int) -> Log:
+    """The embedded ``MemoryLog`` without a broker; a ``RedisLog`` (imported only then) with one."""
+    if broker is None:
+        return MemoryLog()
+    from .redis_log import RedisLog
+
+    return RedisLog(broker, app, keep=keep)
+
+
+class Replicated:
+    """``machine`` over ``log``: commands in, applied in the log's order, answers out."""
+
+    def __init__(self, machine: Machine, log: Log, *, node: str | None = None, snapshot_every: int = 500,
+                 errors: list[str] | None = None) -> None:
+        self.machine = machine
+        self.log = log
+        self.node = node or default_node()
+        self.snapshot_every = snapshot_every
+        self.errors = errors if errors is not None else []
+        self.stateless = machine.snapshot() is None
+        self.offset: Offset = START
+        self.applied = 0
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._seq = itertools.count(1)
+        self._saving: set[asyncio.Task] = set()
+
+    async def join(self, *, tail: int = 0) -> Opened:
+        """Open the log and restore the state it holds (a node that starts later catches up)."""
+        initial = None if self.stateless else self.machine.snapshot()
+        hooks = {} if isinstance(self.log, MemoryLog) else {"state_now": self.machine.snapshot, "reset": self.reset}
+        opened: Opened = await self.log.open(initial, self._apply, tail=tail, **hooks)  # type: ignore[call-arg]
+        if opened.state is not None:
+            self.machine.restore(opened.state)
+        self.offset = max(self.offset, opened.offset)
+        return opened
+
+    def reset(self, state: Any) -> None:
+        """The log restarted (Redis came back without its data): take the state it holds now."""
+        if state is not None:
+            self.machine.restore(state)
+        self.offset = START
+
+    async def close(self) -> None:
+        for waiting in self._waiting.values():
+            waiting.cancel()
+        for task in list(self._saving):
+            with contextlib.suppress(Exception):
+                await task
+        await self.log.aclose()
+
+    async def submit(self, origin: int | None, command: dict[str, Any]) -> Any:
+        """Append ``command`` to the log and return what applying it on this node gave.
+
+        ``origin``: the id of the connection it came from (pushes may leave it out). Raises the
+        ``EventError`` the machine raised (nothing changed), or ``unavailable`` when the broker
+        could not take it, or when it did not come back in time.
+        """
+        seq = next(self._seq)
+        applied = self._waiting[seq] = asyncio.get_running_loop().create_future()
+        entry = {"n": self.node, "s": seq, "c": origin, "cmd": command}
+        try:
+            try:
+                await self.log.append(entry)
+            except Unavailable as error:
+                try:  # the broker may have taken it and lost only its reply: it then comes back
+                    return await asyncio.wait_for(asyncio.shield(applied), GRACE)
+                except TimeoutError:
+                    raise EventError("unavailable", f"{error}; nothing was changed: try again") from None
+            try:
+                return await asyncio.wait_for(asyncio.shield(applied), APPLY_TIMEOUT)
+            except TimeoutError:
+                raise EventError("unavailable", "the broker took the change but this node lost sight of it: "
+                                 "it may have been made; check before retrying") from None
+        finally:
+            self._waiting.pop(seq, None)
+
+    def _apply(self, offset: Offset, entry: dict[str, Any]) -> None:
+        """Apply one entry of the log (every node, in order), then ``on_applied``."""
+        mine = entry.get("n") == self.node
+        waiting = self._waiting.get(entry.get("s")) if mine else None  # type: ignore[arg-type]
+        self.offset = offset
+        try:
+            applied = self.machine.apply(entry["cmd"])
+        except EventError as error:  # the same refusal on every node: nothing changed anywhere
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(error)
+            return
+        except Exception as exc:  # a bug must not stop the log: this entry is skipped everywhere alike
+            self.errors.append(f"apply {entry.get('cmd')!r}: {exc!r}")
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(EventError("internal", "the server failed to apply this change"))
+            return
+        self.on_applied(offset, applied, entry.get("c") if mine else None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(applied.result)
+        self.applied += 1
+        if not self.stateless and self.applied % self.snapshot_every == 0:
+            task = asyncio.get_running_loop().create_task(self.log.save_snapshot(self.machine.snapshot(), offset))
+            self._saving.add(task)
+            task.add_done_callback(self._saving.discard)
+
+    def on_applied(self, offset: Offset, applied: Applied, origin: int | None) -> None:
+        """What a node does once an entry is applied (``Replica`` pushes; the default: nothing).
+
+        ``origin``: the id of the connection the command came from, when it came from this node.
+        """

@@ -1,0 +1,17 @@
+"""Several nodes of a lesson app behind one address (lesson 11): Debian's ``redis-server`` as
+their broker (``redis``), HAProxy as their front door (``haproxy``), and the ``Deployment`` that
+starts all three (``cluster``). Every process is a child of the kernel that ends with it."""
+
+from .cluster import Deployment
+from .haproxy import FrontDoor, haproxy_available
+from .redis import RedisServer, check_broker_url, missing_message, redis_available
+
+__all__ = [
+    "Deployment",
+    "FrontDoor",
+    "RedisServer",
+    "check_broker_url",
+    "haproxy_available",
+    "missing_message",
+    "redis_available",
+]

@@ -1,0 +1,162 @@
+"""Debian's ``redis-server`` as a child of the kernel: the broker that lesson 11's nodes share.
+
+``await RedisServer.start()`` runs it on a free port of 127.0.0.1 in a temporary directory, and
+returns once it answers PING. Its options say why a lesson can rely on it:
+
+* ``--appendonly yes --appendfsync everysec``: every write goes to the append-only file and is
+  fsynced once a second, so ``restart()`` (and a crash, losing at most a second) finds the data
+  again: the lesson on recovery needs a broker that remembers its streams. RDB snapshots are off
+  (``--save ""``): they would fork a copy of the server at odd moments of a measurement.
+* ``--bind 127.0.0.1 --protected-mode yes``: no other machine reaches a server without password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from .children import find_program, free_port, kill_program, log_tail, start_program, stop_program
+
+REDIS_SERVER = "/usr/bin/redis-server"
+BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
+
+
+def redis_available() -> bool:
+    """Whether Debian's ``redis-server`` is installed."""
+    return find_program("redis-server", REDIS_SERVER) is not None
+
+
+def missing_message() -> str:
+    return "redis-server is not installed: apt-get install redis-server (CI installs it)"
+
+
+def check_broker_url(url: str) -> str:
+    """``url`` when it has the form ``redis://HOST:PORT[/DB]``; else ValueError saying so."""
+    match = BROKER_URL.fullmatch(url)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"broker {url!r} is not a Redis URL: redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379/0")
+    return url
+
+
+class RedisServer:
+    """One ``redis-server`` process (see the module's docstring); not registered in the runtime."""
+
+    def __init__(self, port: int, directory: Path, appendonly: bool, owns_directory: bool) -> None:
+        self.port = port
+        self.dir = directory
+        self.appendonly = appendonly
+        self.owns_directory = owns_directory
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    async def start(
+        cls, port: int = 0, dir: str | Path | None = None, appendonly: bool = True, timeout: float = 10
+    ) -> RedisServer:
+        """Start redis-server on ``port`` (0: a free one) with its files in ``dir`` (None: a new
+        temporary directory, removed by ``aclose``); returns once it answers PING."""
+        if not redis_available():
+            raise RuntimeError(missing_message())
+        owns = dir is None
+        directory = Path(tempfile.mkdtemp(prefix="labtools-redis-")) if dir is None else Path(dir)
+        server = cls(port, directory, appendonly, owns)
+        try:
+            await server.run(timeout, retry_port=port == 0)
+        except BaseException:
+            await server.aclose()
+            raise
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "redis.log"
+
+    def arguments(self) -> list[str]:
+        return [
+            find_program("redis-server", REDIS_SERVER) or REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+
+    async def run(self, timeout: float, retry_port: bool) -> None:
+        """Start the process and wait for PING; a lost race for a free port tries another."""
+        for _attempt in range(5):
+            if retry_port:
+                self.port = free_port()
+            self.process = start_program(self.arguments(), self.log, self.dir)
+            if await self.answers(timeout):
+                return
+            await stop_program(self.process)
+            tail = log_tail(self.log)
+            if not (retry_port and "Address already in use" in tail):
+                raise RuntimeError(f"redis-server did not start on port {self.port}: {tail}")
+        raise RuntimeError(f"redis-server found no free port: {log_tail(self.log)}")
+
+    async def answers(self, timeout: float) -> bool:
+        """Whether the server answers PING within ``timeout`` (False as soon as it exits)."""
+        client = redis.asyncio.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and self.alive:
+                try:
+                    if await client.ping():
+                        return True
+                except (redis.ConnectionError, redis.BusyLoadingError, OSError):
+                    await asyncio.sleep(0.05)
+            return False
+        finally:
+            await client.aclose()
+
+    async def restart(self, timeout: float = 10) -> None:
+        """SIGTERM, then start again on the same port and directory: the data comes back from
+        the append-only file (the recovery a lesson shows)."""
+        if self.process is not None:
+            await stop_program(self.process)
+        await self.run(timeout, retry_port=False)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (writes of the last second may be lost)."""
+        if self.process is not None:
+            kill_program(self.process)
+
+    def info(self) -> dict[str, Any]:
+        """The server's INFO (``used_memory``, ``connected_clients``, ``aof_enabled``...)."""
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            return client.info()
+
+    async def aclose(self) -> None:
+        """Stop the server and remove the directory it made; idempotent."""
+        if self.process is not None:
+            await stop_program(self.process)
+        if self.owns_directory:
+            await asyncio.to_thread(shutil.rmtree, self.dir, True)
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "stopped"
+        return f"<redis-server {self.process.pid if self.process else '-'} at {self.url}, {state}>"
