@@ -17,7 +17,9 @@ The workload, the same for every system (``Workload``):
 Measured over that window: deliveries/s delivered, delivery latency p50/p99 (the sender's
 stamp subtracted from the receive time on the same clock of the same process), lost
 deliveries (must be 0), and the CPU seconds of each node process and of redis-server
-(``labtools.processes.cpu_seconds``), shown as CPU % of one core. Also Redis's own ceiling:
+(``labtools.processes.cpu_seconds``), shown as CPU % of one core, and the load generator's and
+the rest of the machine's ("other": on a shared machine, a large one makes the rest noise).
+Also Redis's own ceiling:
 PUBLISH and XADD per second through one redis-server from one pipelined connection.
 
 Systems: ``python -m labtools serve minichat`` with no broker (the embedded default, the
@@ -100,6 +102,7 @@ class Row:
     node_cpu_pct: list[float] = field(default_factory=list)
     redis_cpu_pct: float | None = None
     loadgen_cpu_pct: float | None = None
+    other_cpu_pct: float | None = None  # the rest of the machine (a shared machine shows here)
     error: str | None = None
 
     @property
@@ -139,7 +142,6 @@ async def python_step(clients: list[RoomClient], work: Workload, seconds: float,
         client.tag, client.latencies, client.received = f'"text":"{tag} '.encode(), latencies, 0
     senders = clients[: work.senders]
     total = max(1, round(work.rate * seconds))
-    cpu0 = time.process_time()
     if marks:
         mark("start")
     start = time.monotonic()
@@ -167,7 +169,6 @@ async def python_step(clients: list[RoomClient], work: Workload, seconds: float,
         "sent": total, "delivered": sum(counts), "lost": sum(max(0, total - n) for n in counts),
         "duplicated": sum(max(0, n - total) for n in counts), "seconds": elapsed,
         "deliveriesPerS": sum(counts) / elapsed, "p50": pct(0.50), "p99": pct(0.99),
-        "loadgenCpuPct": (time.process_time() - cpu0) / elapsed * 100,
     }
 
 
@@ -205,7 +206,7 @@ class Child:
     @classmethod
     async def server(cls, command: list[str], cwd: Path) -> Child:
         process = await asyncio.create_subprocess_exec(
-            *command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=processes.raise_file_limit
+            *command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=processes.prepare_child
         )
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
@@ -259,16 +260,16 @@ async def run_system(system: str, nodes: int, broker: bool, work: Workload, node
         config = {"urls": [c.url for c in children], "work": asdict(work), "runTag": f"r{int(time.time())}"}
         command, cwd = loadgen_command(system, config, node)
         process = await asyncio.create_subprocess_exec(*command, cwd=cwd, stdout=subprocess.PIPE,
-                                                       preexec_fn=processes.raise_file_limit)
-        loadgen = Child(process)
-        children.append(loadgen)
+                                                       preexec_fn=processes.prepare_child)
+        children.append(Child(process))
+        watched.append(children[-1].ps)
         assert process.stdout is not None
         cpu: dict[str, list[float]] = {}
         result: dict[str, Any] = {}
         while line := await asyncio.wait_for(process.stdout.readline(), 120):
             message = json.loads(line)
-            if "window" in message:
-                cpu[message["window"]] = [processes.cpu_seconds(p) for p in watched]
+            if "window" in message:  # the machine's busy seconds last: the rest is other processes'
+                cpu[message["window"]] = [*(processes.cpu_seconds(p) for p in watched), machine_busy_seconds()]
             else:
                 result = message
         if "error" in result or "start" not in cpu or "end" not in cpu:
@@ -276,10 +277,12 @@ async def run_system(system: str, nodes: int, broker: bool, work: Workload, node
         row.sent, row.delivered, row.lost = result["sent"], result["delivered"], result["lost"]
         row.duplicated, row.dropped_connections = result["duplicated"], result["droppedConnections"]
         row.seconds, row.deliveries_per_s = result["seconds"], result["deliveriesPerS"]
-        row.p50_ms, row.p99_ms, row.loadgen_cpu_pct = result["p50"], result["p99"], result["loadgenCpuPct"]
+        row.p50_ms, row.p99_ms = result["p50"], result["p99"]
         used = [(b - a) / row.seconds * 100 for a, b in zip(cpu["start"], cpu["end"], strict=True)]
         row.node_cpu_pct = used[:nodes]
         row.redis_cpu_pct = used[nodes] if redis else None
+        row.loadgen_cpu_pct = used[-2]
+        row.other_cpu_pct = max(0.0, used[-1] - sum(used[:-1]))
     except (RuntimeError, OSError, TimeoutError, json.JSONDecodeError, KeyError, psutil.Error) as error:
         row.error = f"{type(error).__name__}: {error}"
     finally:
@@ -288,6 +291,13 @@ async def run_system(system: str, nodes: int, broker: bool, work: Workload, node
         if redis is not None:
             await redis.aclose()
     return row
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle, not waiting for the disk)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) - getattr(
+        times, "guest_nice", 0.0)
 
 
 # ----- Redis's own ceiling -----------------------------------------------------------------------------------
@@ -347,14 +357,14 @@ def ratio(value: float | None, reference: float | None) -> str:
 
 def print_rows(rows: list[Row], ceiling: list[dict]) -> None:
     print(f"{'system':10} {'nodes':>5} {'broker':8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'lost':>6} "
-          f"{'CPU µs/deliv':>12} {'redis %':>7} {'loadgen %':>9}  CPU % per node")
+          f"{'CPU µs/deliv':>12} {'redis %':>7} {'loadgen %':>9} {'other %':>7}  CPU % per node")
     for r in rows:
         if r.error:
             print(f"{r.system:10} {r.nodes:>5} {r.broker:8} failed: {r.error}")
             continue
         print(f"{r.system:10} {r.nodes:>5} {r.broker:8} {r.deliveries_per_s:>8,.0f} {fmt(r.p50_ms, '.1f'):>7} "
               f"{fmt(r.p99_ms, '.1f'):>8} {r.lost + r.duplicated:>6} {fmt(r.cpu_us_per_delivery, '.1f'):>12} "
-              f"{fmt(r.redis_cpu_pct):>7} {fmt(r.loadgen_cpu_pct):>9}  "
+              f"{fmt(r.redis_cpu_pct):>7} {fmt(r.loadgen_cpu_pct):>9} {fmt(r.other_cpu_pct):>7}  "
               + " ".join(f"{c:.0f}" for c in r.node_cpu_pct))
     for line in ceiling:
         print(f"{'redis':10} {1:>5} {line['command']:8} {line['per_s']:>8,.0f} msg/s from one connection, "

@@ -594,7 +594,8 @@ async function clusterWorkload() {
   const deliveries = config.rate * clients.length;
   await broadcastStep(clients, deliveries, config.warmupSeconds, `${config.runTag}w`, { stallMs: 2000 });
   const mark = (window) => process.stdout.write(`${JSON.stringify({ window })}\n`);
-  const step = await broadcastStep(clients, deliveries, config.seconds, config.runTag, { stallMs: 2000, onWindow: mark });
+  // Tags that are not prefixes of each other: a late warm-up message is not counted as measured.
+  const step = await broadcastStep(clients, deliveries, config.seconds, `${config.runTag}m`, { stallMs: 2000, onWindow: mark });
   const dropped = clients.filter((c) => c.closed).length;
   clients.forEach((c) => c.close());
   return { workload: 'cluster', clients: clients.length, connectS: round(connectS, 2), droppedConnections: dropped, ...step };
