@@ -389,17 +389,20 @@ def print_ratios(rows: list[Row]) -> None:
                   f"redis CPU {ratio(ours.redis_cpu_pct, theirs.redis_cpu_pct)}")
 
 
-def print_headroom(rows: list[Row], work: Workload) -> None:
-    """What more cores would give: each node's CPU at this rate, extrapolated to a core of its own."""
-    print("\nwith a core per node and one for Redis, the busiest process caps the room at about (linear in the "
-          "rate: each node sends every message to its C/nodes clients, Redis publishes it once per node):")
+def print_headroom(rows: list[Row]) -> None:
+    """What more cores would give: the messages one core a process would carry, from the CPU it
+    spent per message here (not from its CPU %, which a starved process keeps low)."""
+    print("\nwith a core per node and one for Redis, the busiest process caps the room at about (each node "
+          "sends every message to its C/nodes clients; Redis takes it once and publishes it once per node):")
     for r in rows:
         if r.error or r.broker != "redis" or not r.node_cpu_pct:
             continue
-        busiest = max(r.node_cpu_pct)
-        print(f"  {r.system:10} {r.nodes} nodes: busiest node {busiest:.0f} % of a core at {work.rate:g} msg/s "
-              f"-> ~{work.rate * 100 / busiest:,.0f} msg/s; redis {fmt(r.redis_cpu_pct)} % "
-              f"-> ~{work.rate * 100 / max(r.redis_cpu_pct or 0, 1e-9):,.0f} msg/s")
+
+        def per_core(pct: float | None, r: Row = r) -> str:
+            return f"~{r.sent / (pct / 100 * r.seconds):,.0f} msg/s" if pct else "–"
+
+        print(f"  {r.system:10} {r.nodes} nodes: busiest node {per_core(max(r.node_cpu_pct))}, "
+              f"redis {per_core(r.redis_cpu_pct)}")
 
 
 # ----- main ------------------------------------------------------------------------------------------------
@@ -449,7 +452,7 @@ async def main(quick: bool, json_path: Path | None) -> int:
     print()
     print_rows(rows, ceiling)
     print_ratios(rows)
-    print_headroom(rows, work)
+    print_headroom(rows)
     if json_path is not None:
         recorded = {
             "recorded": {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
