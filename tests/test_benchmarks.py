@@ -19,7 +19,7 @@ SCRIPTS = sorted([p.name for p in BENCHMARKS.glob("*.py")] + ["peers/run.py"])
 
 
 def test_there_are_benchmarks() -> None:
-    assert {"chat.py", "fanout.py", "polling.py", "scale.py", "peers/run.py"} <= set(SCRIPTS)
+    assert {"chat.py", "cluster.py", "fanout.py", "polling.py", "scale.py", "peers/run.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -13,10 +13,14 @@
 //              acknowledged) and an open-loop ladder (a fixed total rate spread over the users);
 //   broadcast  C clients connected; 10 of them send at a rate giving a target number of
 //              deliveries per second; plus the server's RSS per idle connection.
+//   cluster    the broadcast on several nodes (benchmarks/cluster.py): C clients spread
+//              round-robin over `urls`, one warm-up and one measured step at `rate` messages/s;
+//              prints {"window":"start"} and {"window":"end"} lines around the measured step,
+//              so that the driver reads the nodes' and Redis's CPU over the same window.
 //
 // Server CPU comes from /proc/PID/stat (utime + stime, all threads of the server process), RSS
 // from /proc/PID/status (VmRSS); the load generator's own CPU from process.cpuUsage(), over the
-// same windows. Latencies use performance.now() of this process on both ends (sender's stamp
+// same windows. Without a `pid` (cluster: several processes) the driver measures the servers. Latencies use performance.now() of this process on both ends (sender's stamp
 // in the message, receive time), so no clock is shared across processes.
 
 import { readFileSync } from 'node:fs';
@@ -53,13 +57,13 @@ class Meter {
   // CPU of the server and of this process over one window.
   constructor() {
     this.t0 = now();
-    this.server0 = serverCpuSeconds();
+    this.server0 = config.pid ? serverCpuSeconds() : null;
     this.self0 = selfCpuSeconds();
   }
 
   stop() {
     this.seconds = (now() - this.t0) / 1000;
-    this.server = serverCpuSeconds() - this.server0;
+    this.server = config.pid ? serverCpuSeconds() - this.server0 : null;
     this.self = selfCpuSeconds() - this.self0;
     return this;
   }
@@ -481,7 +485,9 @@ async function connectMany(count) {
   });
 }
 
-async function broadcastStep(clients, deliveries, seconds, tag) {
+async function broadcastStep(clients, deliveries, seconds, tag, { stallMs = null, onWindow = () => {} } = {}) {
+  // Waits for the last deliveries 3 s at most, or with `stallMs` until none arrived for that long
+  // (an overloaded server's deliveries come late, not never: only those that never come are lost).
   const senders = clients.slice(0, Math.min(config.senders, clients.length));
   const rate = deliveries / clients.length; // messages per second
   const total = Math.max(1, Math.round(rate * seconds));
@@ -496,6 +502,7 @@ async function broadcastStep(clients, deliveries, seconds, tag) {
     };
   });
   const meter = new Meter();
+  onWindow('start');
   const start = now();
   let k = 0;
   while (k < total) {
@@ -506,10 +513,15 @@ async function broadcastStep(clients, deliveries, seconds, tag) {
     }
     await sleep(1);
   }
-  const deadline = now() + 3000;
   const expected = total * clients.length;
-  while (now() < deadline && counts.reduce((a, b) => a + b, 0) < expected) await sleep(20);
+  const sum = () => counts.reduce((a, b) => a + b, 0);
+  let deadline = now() + (stallMs ?? 3000);
+  for (let got = sum(), last = got; got < expected && now() < deadline; got = sum()) {
+    if (stallMs !== null && got > last) [last, deadline] = [got, now() + stallMs];
+    await sleep(20);
+  }
   meter.stop();
+  onWindow('end');
   const delivered = counts.reduce((a, b) => a + b, 0);
   const lost = counts.reduce((sum, n) => sum + Math.max(0, total - n), 0);
   const duplicated = counts.reduce((sum, n) => sum + Math.max(0, n - total), 0);
@@ -524,9 +536,9 @@ async function broadcastStep(clients, deliveries, seconds, tag) {
     deliveriesPerS: round(delivered / meter.seconds, 0),
     p50: round(percentile(latencies, 50)),
     p99: round(percentile(latencies, 99)),
-    serverCpuS: round(meter.server, 3),
-    serverCpuUsPerDelivery: delivered ? round(meter.server / delivered * 1e6, 2) : null,
-    serverCpuPct: round(meter.server / meter.seconds * 100, 1),
+    serverCpuS: meter.server === null ? null : round(meter.server, 3),
+    serverCpuUsPerDelivery: delivered && meter.server !== null ? round(meter.server / delivered * 1e6, 2) : null,
+    serverCpuPct: meter.server === null ? null : round(meter.server / meter.seconds * 100, 1),
     loadgenCpuPct: round(meter.self / meter.seconds * 100, 1),
     loadgenCpuUsPerDelivery: delivered ? round(meter.self / delivered * 1e6, 2) : null,
   };
@@ -567,6 +579,28 @@ async function broadcastWorkload() {
   };
 }
 
+// ----- the cluster (benchmarks/cluster.py) --------------------------------------------------------------
+
+async function clusterWorkload() {
+  const t0 = now();
+  const clients = await pool([...Array(config.clients).keys()], 32, async (i) => {
+    const c = new SioClient(config.urls[i % config.urls.length], {});
+    c.received = 0;
+    await c.connect();
+    return c;
+  });
+  const connectS = (now() - t0) / 1000;
+  clients.forEach((c) => c.on('msg-from-server', (data) => c.onBroadcast && c.onBroadcast(data)));
+  const deliveries = config.rate * clients.length;
+  await broadcastStep(clients, deliveries, config.warmupSeconds, `${config.runTag}w`, { stallMs: 2000 });
+  const mark = (window) => process.stdout.write(`${JSON.stringify({ window })}\n`);
+  // Tags that are not prefixes of each other: a late warm-up message is not counted as measured.
+  const step = await broadcastStep(clients, deliveries, config.seconds, `${config.runTag}m`, { stallMs: 2000, onWindow: mark });
+  const dropped = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return { workload: 'cluster', clients: clients.length, connectS: round(connectS, 2), droppedConnections: dropped, ...step };
+}
+
 // ----- main --------------------------------------------------------------------------------------------
 
 const watchdog = setTimeout(() => {
@@ -575,7 +609,8 @@ const watchdog = setTimeout(() => {
 }, (config.watchdogS || 900) * 1000);
 
 try {
-  const result = config.workload === 'chat' ? await chatWorkload() : await broadcastWorkload();
+  const workloads = { chat: chatWorkload, broadcast: broadcastWorkload, cluster: clusterWorkload };
+  const result = await workloads[config.workload]();
   process.stdout.write(`${JSON.stringify(result)}\n`);
   clearTimeout(watchdog);
   setTimeout(() => process.exit(0), 200);
