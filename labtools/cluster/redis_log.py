@@ -8,10 +8,12 @@ applied (``XREAD BLOCK``, woken the moment an entry is added), and after any int
 goes on from there, so nothing is skipped and nothing is applied twice. The stream is trimmed
 (``MAXLEN ~ keep``): what is older than that is gone, and a client asking for it is told so.
 
-Redis keys (``labtools:APP:...``): ``log`` the stream, ``epoch`` one life of it (a Redis that
-lost its data gets a new one, and clients that resume learn their gap cannot be filled),
+Redis keys (``labtools:APP:...``): ``log`` the stream, ``count`` the number of entries ever
+added (each entry carries its number ``n``, so a node sees when entries it never read were
+trimmed: it fell more than ``keep`` entries behind), ``epoch`` one life of the stream (a Redis
+that lost its data gets a new one, and clients that resume learn their gap cannot be filled),
 ``snapshot`` a hash with the state as of an offset, so that a node starting later (or again,
-after kill -9) restores it and replays only what followed.
+after kill -9, or after falling behind) restores it and replays only what followed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(
 DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 READ_BATCH = 500
 BLOCK_MS = 2000
+
+# Number the entry and add it in one step: the numbers have no holes, so a reader sees one.
+APPEND = """
+local n = redis.call('INCR', KEYS[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', n, 'e', ARGV[1])
+"""
 
 # Keep the newest snapshot only: a node's older one must not overwrite another's newer one.
 SAVE_IF_NEWER = """
@@ -66,6 +74,7 @@ class RedisLog:
         self.keep = keep
         prefix = f"labtools:{app}:"
         self.stream, self.epoch_key, self.snapshot_key = prefix + "log", prefix + "epoch", prefix + "snapshot"
+        self.count_key = prefix + "count"
         self.epoch = ""
         # No automatic retry of a command: an XADD retried after a lost reply would be added twice.
         self.redis = Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), 0),
@@ -74,23 +83,31 @@ class RedisLog:
         self._offset: Offset = START
         self._state_now: Callable[[], Any] | None = None
         self._reset: Callable[[Any], None] | None = None
+        self._gap: Callable[[Offset], None] | None = None
         self._follower: asyncio.Task | None = None
+        self._number: int | None = None  # the number of the last entry applied
+        self._append = self.redis.register_script(APPEND)
         self.reconnects = 0
+        self.gaps = 0  # times this node found entries trimmed before it read them
 
     # ----- starting -----------------------------------------------------------------------
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0,
-                   state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None) -> Opened:
+                   state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None,
+                   gap: Callable[[Offset], None] | None = None) -> Opened:
         """Join the log: the snapshot (seeded with ``initial`` by the first node) and the recent
         tail; ``follow`` then applies what came after.
 
         A stateless app (``initial`` None) starts at the newest entry: old messages are for
         replaying to clients that resume, not for broadcasting again. ``state_now`` and
-        ``reset`` are for the day Redis comes back without its data (see ``_after_outage``).
+        ``reset`` are for the day Redis comes back without its data (``_after_outage``) or this
+        node falls behind what the stream keeps (``_fell_behind``); ``gap`` tells a stateless
+        app the offset after which it missed entries.
         """
         self._apply = apply
         self._state_now = state_now
         self._reset = reset
+        self._gap = gap
         await self._seed(initial)
         opened = await self._restore(initial is None, tail)
         self._offset = opened.offset
@@ -145,15 +162,41 @@ class RedisLog:
             response = await self.redis.xread({self.stream: format_offset(self._offset)}, count=READ_BATCH)
             if not response:
                 return
-            self._deliver(response)
+            await self._deliver(response)
 
-    def _deliver(self, response: list) -> None:
+    async def _deliver(self, response: list) -> None:
         assert self._apply is not None
         for _stream, entries in response:
             for entry_id, fields in entries:
                 offset = parse_offset(entry_id) or START
+                number = int(fields.get("n", 0))
+                if self._number is not None and number != self._number + 1 and await self._fell_behind(offset):
+                    return  # reading again from the snapshot restored
+                self._number = number
                 self._offset = offset
                 self._apply(offset, json.loads(fields["e"]))
+
+    async def _fell_behind(self, offset: Offset) -> bool:
+        """Entries before ``offset`` were trimmed before this node read them (it fell more than
+        ``keep`` entries behind), or Redis lost them. Never skipped in silence: a stateful app
+        restores the newest snapshot and reads on from it (True); a stateless one is told where
+        its gap ends (``gap``), and goes on with this entry (False)."""
+        self.gaps += 1
+        if await self.redis.get(self.epoch_key) != self.epoch:
+            await self._after_outage()
+            return True
+        if self._state_now is None:
+            if self._gap is not None:
+                self._gap(offset)
+            return False
+        snapshot = await self.redis.hgetall(self.snapshot_key)
+        restart = (max(0, int(snapshot["ms"])), int(snapshot["seq"]))
+        if restart < await self._max_deleted():
+            raise RuntimeError(f"{self.stream}: this node fell behind what the stream and its snapshot keep")
+        if self._reset is not None:
+            self._reset(json.loads(snapshot["state"]))
+        self._offset, self._number = restart, None
+        return True
 
     async def _follow(self) -> None:
         """Read the stream from the last applied entry, for ever; after an outage, go on from there."""
@@ -169,7 +212,7 @@ class RedisLog:
                 with contextlib.suppress(*DOWN):
                     await self._after_outage()
                 continue
-            self._deliver(response)
+            await self._deliver(response)
 
     async def _after_outage(self) -> None:
         """Back from an outage: if Redis lost its data (its epoch is gone), seed it again.
@@ -184,7 +227,7 @@ class RedisLog:
             return
         state = self._state_now() if self._state_now is not None else None
         await self._seed(state)
-        self._offset = START
+        self._offset, self._number = START, None
         snapshot = await self.redis.hgetall(self.snapshot_key)
         if self._reset is not None:
             self._reset(json.loads(snapshot["state"]) if snapshot else None)
@@ -193,8 +236,8 @@ class RedisLog:
 
     async def append(self, entry: dict[str, Any]) -> None:
         try:
-            await self.redis.xadd(self.stream, {"e": json.dumps(entry, ensure_ascii=False)},
-                                  maxlen=self.keep, approximate=True)
+            text = json.dumps(entry, ensure_ascii=False)
+            await self._append(keys=[self.stream, self.count_key], args=[text, self.keep])
         except DOWN as error:
             raise Unavailable(f"the broker ({self.url}) is unreachable: {error}") from None
 

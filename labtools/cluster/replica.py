@@ -32,6 +32,7 @@ from .replicated import Applied, Machine, Push, Replicated, make_log
 __all__ = ["Applied", "Broadcasts", "Push", "Replica", "make_log"]
 
 MAX_EPOCH = 64
+CLOSE_FELL_BEHIND = 1013  # "try again later": the node missed entries its clients must get elsewhere
 
 
 class Broadcasts:
@@ -78,6 +79,16 @@ class Replica(Replicated):
             self._remember(offset, self.machine.apply(entry["cmd"]).pushes)
         if not opened.complete:  # older entries were trimmed: a client must have seen the oldest kept one
             self.floor = opened.tail[0][0] if opened.tail else self.offset
+
+    def gap(self, offset: Offset) -> None:
+        """This node missed entries before ``offset``: its clients missed them too. Nobody may
+        resume from before it here (``too-old``), and every client is closed with 1013 (try
+        again later) so that it reconnects and resumes, perhaps on a node that has them all."""
+        super().gap(offset)
+        self.tail.clear()
+        self.floor = offset
+        for client in list(self.server.clients.values()):
+            self.server.close_soon(client, CLOSE_FELL_BEHIND, "this node fell behind: reconnect and resume")
 
     def reset(self, state: Any) -> None:
         """The log restarted (another epoch): the old tail's offsets mean nothing now."""

@@ -102,7 +102,9 @@ class Replicated:
     async def join(self, *, tail: int = 0) -> Opened:
         """Open the log and restore the state it holds (a node that starts later catches up)."""
         initial = None if self.stateless else self.machine.snapshot()
-        hooks = {} if isinstance(self.log, MemoryLog) else {"state_now": self.machine.snapshot, "reset": self.reset}
+        hooks: dict[str, Any] = {}
+        if not isinstance(self.log, MemoryLog):
+            hooks = {"gap": self.gap} if self.stateless else {"state_now": self.machine.snapshot, "reset": self.reset}
         opened: Opened = await self.log.open(initial, self._apply, tail=tail, **hooks)  # type: ignore[call-arg]
         if opened.state is not None:
             self.machine.restore(opened.state)
@@ -114,8 +116,14 @@ class Replicated:
     def joined(self, opened: Opened) -> None:
         """Called once the state is restored, before the log's later entries are applied."""
 
+    def gap(self, offset: Offset) -> None:
+        """A stateless app missed entries before ``offset`` (this node fell behind what the log
+        keeps): nothing to restore, but what was missed must not pass in silence (``Replica``)."""
+        self.errors.append(f"fell behind the log: entries before {offset} were trimmed unread")
+
     def reset(self, state: Any) -> None:
-        """The log restarted (Redis came back without its data): take the state it holds now."""
+        """The log restarted (Redis came back without its data) or this node fell behind what it
+        keeps: take the state it holds now."""
         if state is not None:
             self.machine.restore(state)
         self.offset = START
