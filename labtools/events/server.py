@@ -16,6 +16,14 @@ every client are identical. ``broadcast`` encodes the JSON once and the frame on
 the same bytes to each open connection. The per-delivery cost is one ``transport.write``, which
 is what lets one Python process fan a message out to a thousand clients. Compression is off
 (see lesson 04 for the trade-off): per-message deflate would compress once per connection.
+
+Several nodes (lesson 11): a server given a ``bus`` (``labtools.cluster.bus``, Redis pub/sub)
+is one node of an app. ``broadcast`` to everyone or to a room then also publishes the encoded
+frame on the bus, and every other node writes it to its own sockets (everyone, or its members
+of that room): the role of Socket.IO's Redis adapter. A broadcast ``to`` a list of clients, and
+``exclude``, stay local (a ``Client`` is a socket of this node only). Pub/sub is
+fire-and-forget: a node that is not subscribed at that moment misses the frame, so what must
+not be lost travels another way (the chat's database, a replicated log).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from websockets.protocol import State
 
 from ..measure.metrics import Trace, Traffic
 from ..measure.wire import ByteMeter
+from .adapter import BROADCASTS, BroadcastBus
 from .connection import Client, MeteredConnection, forget_handshake
 from .frames import (
     Emit,
@@ -85,6 +94,7 @@ class EventServer(Generic[S]):
         allowed_origins: Iterable[str] = (),
         trace: Trace | None = None,
         keepalive: float | None = KEEPALIVE,
+        bus: BroadcastBus | None = None,
     ) -> None:
         """``page``: the folder whose ``index.html`` ``GET /`` serves: a name under ``labtools/static``
         (the course's apps), or a ``Path`` to a learner's own folder. Either can use the shared
@@ -94,6 +104,8 @@ class EventServer(Generic[S]):
         ``allowed_origins``: browser origins (``scheme://host[:port]``) allowed to open the socket
         besides the server's own, added to ``LABTOOLS_ALLOWED_ORIGINS``.
         ``keepalive``: seconds between pings (None: no pings).
+        ``bus``: makes this server one node of an app (see the module's docstring); the server
+        starts it before its ``starting`` callbacks and closes it after its ``closed`` ones.
         """
         self.name = name
         self.state: S = state
@@ -102,6 +114,7 @@ class EventServer(Generic[S]):
         self.allowed_origins = allowed_origins_from_env() | {o.rstrip("/").lower() for o in allowed_origins}
         self.trace = trace
         self.keepalive = keepalive
+        self.bus = bus
         self._keepalive_task: asyncio.Task | None = None
         self.traffic = Traffic()
         self.clients: dict[int, Client] = {}
@@ -190,7 +203,8 @@ class EventServer(Generic[S]):
     ) -> int:
         """Emit ``event`` to everyone (or a room's members, or given clients) but ``exclude``.
 
-        Returns how many clients it was written to.
+        Returns how many clients of this node it was written to. With a ``bus``, a broadcast to
+        everyone or to a room reaches the other nodes' sockets too (``exclude`` is local).
         """
         if to is None:
             targets: Iterable[Client] = self.clients.values()
@@ -200,7 +214,19 @@ class EventServer(Generic[S]):
             targets = to
         if exclude is not None:
             targets = [c for c in targets if c is not exclude]
-        return self.send_text(targets, event, dumps({"event": event, "data": data}))
+        text = dumps({"event": event, "data": data})
+        if self.bus is not None and (to is None or isinstance(to, str)):
+            self.bus.post(BROADCASTS, {"to": to, "event": event, "text": text})
+        return self.send_text(targets, event, text)
+
+    def _from_bus(self, message: dict[str, Any]) -> None:
+        """Another node broadcast: write its frame to our sockets (everyone, or the room's members)."""
+        to, event, text = message.get("to"), message.get("event"), message.get("text")
+        if not (isinstance(event, str) and isinstance(text, str) and (to is None or isinstance(to, str))):
+            self.errors.append(f"bus: a broadcast of an unexpected shape from {message.get('node')!r}")
+            return
+        targets = self.clients.values() if to is None else self.rooms.get(to, ())
+        self.send_text(list(targets), event, text)
 
     def send_text(self, targets: Iterable[Client], event: str, text: str) -> int:
         """Write one already-encoded frame to every open target (the hot path).
@@ -266,6 +292,9 @@ class EventServer(Generic[S]):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.closing = False
+        if self.bus is not None:
+            self.bus.subscribe(BROADCASTS, self._from_bus)
+            await self.bus.start()
         for callback in self.on_start:
             await callback()
         read_pause = self.limits.read_pause
@@ -319,6 +348,8 @@ class EventServer(Generic[S]):
         running are cancelled: shutting down must not first work through a flood's backlog.
         """
         if self._server is None:
+            if self.bus is not None:  # a start that failed after the bus started
+                await self.bus.aclose()
             return
         server, self._server = self._server, None
         self.closing = True
@@ -334,6 +365,8 @@ class EventServer(Generic[S]):
                 await callback()
             except Exception as exc:  # one failing clean-up must not skip the others
                 self.errors.append(f"close callback: {exc!r}")
+        if self.bus is not None:
+            await self.bus.aclose()
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":

@@ -84,13 +84,29 @@ def _check_private(path: Path, info: os.stat_result) -> None:
 
 
 def _new_secret(path: Path, *, replace: bool = False) -> str:
-    """Write a fresh secret with mode 0600 (``O_EXCL`` unless replacing our own empty file)."""
+    """Write a fresh secret with mode 0600, whole, then put it in place.
+
+    Several nodes of the chat may start at once on one database: the secret is written to a
+    file of its own and linked to ``path`` only complete (``link`` fails when ``path``
+    exists), so a node never reads a half-written secret, and a node that loses the race
+    reads the winner's.
+    """
     secret = secrets.token_urlsafe(32)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if replace else os.O_EXCL)
-    descriptor = os.open(path, flags, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as file:
-        file.write(secret + "\n")
-    return secret
+    draft = path.with_name(f"{path.name}.{secrets.token_hex(4)}.new")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secret + "\n")
+        if replace:
+            os.replace(draft, path)
+            return secret
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return load_secret(path)
+        return secret
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def password_hasher(fast: bool) -> PasswordHasher:

@@ -8,6 +8,10 @@ socket that takes lists, and one ``user-status`` per changed user to each socket
 subscribed to deltas. However fast the changes come, a socket gets at most one list, or one
 status per user, per window.
 
+With several nodes (``nodes``), a user is online when a socket of theirs is open on any node:
+``remote`` holds the users the other nodes announced, and the announcements here go to this
+node's sockets only (every node announces to its own, from the same union).
+
 Why a cap on sockets per user: each socket is a share of the server's memory and of every
 broadcast. A user opening one more than ``max_sockets`` has their oldest socket closed with
 ``CLOSE_TOO_MANY`` (4001), which a page can tell apart from a network failure.
@@ -16,6 +20,7 @@ broadcast. A user opening one more than ``max_sockets`` has their oldest socket 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ...events import Client, EventServer
@@ -25,6 +30,11 @@ CLOSE_TOO_MANY = 4001
 CLOSE_TOO_MANY_REASON = "too many connections for this user"
 LISTS = "presence:lists"  # authenticated sockets that receive user-list (the default)
 DELTAS = "presence:deltas"  # sockets that sent subscribe-presence: user-status instead
+
+
+def user_room(uid: str) -> str:
+    """The room of a user's sockets: a broadcast to it reaches their sockets on every node."""
+    return f"user:{uid}"
 
 
 class Presence:
@@ -43,6 +53,9 @@ class Presence:
         self._changed: dict[str, None] = {}  # uids whose presence changed since the last announcement
         self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task] = set()
+        self.remote: dict[str, set[str]] = {}  # uid -> the other nodes it is online on
+        #: Called at the end of each presence window (a node tells the others what changed here).
+        self.on_window: list[Callable[[], None]] = []
 
     def sockets(self, uid: str) -> list[Client]:
         return list(self.connections.get(uid, ()))
@@ -51,7 +64,10 @@ class Presence:
         return [self.status(uid) for uid in self.users]
 
     def status(self, uid: str) -> dict[str, Any]:
-        return {"uid": uid, "name": self.users[uid]["name"], "online": uid in self.connections}
+        return {"uid": uid, "name": self.users[uid]["name"], "online": self.is_online(uid)}
+
+    def is_online(self, uid: str) -> bool:
+        return uid in self.connections or uid in self.remote
 
     # ----- sockets ------------------------------------------------------------------------
 
@@ -65,6 +81,7 @@ class Presence:
         first = not sockets
         sockets[client] = None
         client.join(LISTS)
+        client.join(user_room(uid))
         client.emit("user-list", self.user_list())
         if first:
             self.changed(uid)
@@ -76,8 +93,7 @@ class Presence:
             return
         sockets = self.connections.get(uid, {})
         sockets.pop(client, None)
-        client.leave(LISTS)
-        client.leave(DELTAS)
+        self._leave(client, uid)
         if not sockets:
             self.connections.pop(uid, None)
             self.changed(uid)
@@ -85,14 +101,20 @@ class Presence:
     def _evict(self, sockets: dict[Client, None], client: Client) -> None:
         """Detach ``client`` from its user's ``sockets`` now (no more deliveries), then close it."""
         self.evicted += 1
-        client.state.pop("uid", None)
+        uid = client.state.pop("uid", None)
         sockets.pop(client, None)
-        client.leave(LISTS)
-        client.leave(DELTAS)
+        self._leave(client, uid)
         task = asyncio.get_running_loop().create_task(
             client.connection.close(CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    def _leave(client: Client, uid: str | None) -> None:
+        client.leave(LISTS)
+        client.leave(DELTAS)
+        if uid is not None:
+            client.leave(user_room(uid))
 
     def subscribe(self, client: Client) -> list[dict[str, Any]]:
         """From now on ``client`` gets ``user-status`` per change instead of ``user-list``; the list now."""
@@ -115,13 +137,16 @@ class Presence:
         socket that joined inside the window may have seen the intermediate state.
         """
         self._timer = None
+        for callback in self.on_window:
+            callback()
         changed, self._changed = self._changed, {}
         statuses = [self.status(uid) for uid in changed if uid in self.users]
         if not statuses:
             return
+        # To this node's sockets only (a list, not a room name): every node announces the union itself.
         for status in statuses:
-            self.events.broadcast("user-status", status, to=DELTAS)
-        self.events.broadcast("user-list", self.user_list(), to=LISTS)
+            self.events.broadcast("user-status", status, to=self.events.room(DELTAS))
+        self.events.broadcast("user-list", self.user_list(), to=self.events.room(LISTS))
 
     def close(self) -> None:
         if self._timer is not None:

@@ -14,6 +14,12 @@ hashing queue, a bucket of login/sign-up attempts per connection, and doubling, 
 windows after repeated failures per account and per (non-loopback) address. Sign-up hashes
 the password before it looks the email up, so a taken email is not answered faster than a
 login is.
+
+With a ``broker`` the chat is one node of several (``nodes``): the same SQLite file, presence
+and new accounts shared on the bus, typing through the event server's adapter, and messages
+delivered by every node from the database (``SharedMailbox``). Every ``personal-message`` push
+carries its ``offset`` (the message id) and ``epoch``, and ``resume`` replays what a socket
+missed (``mailbox``), with one node or several.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from ...cluster.bus import redis_bus
 from ...events import Client, EventError, EventServer
 from ...events.limits import TokenBucket
 from ...events.server import require
@@ -42,7 +49,9 @@ from .accounts import (
     Accounts,
     load_secret,
 )
-from .presence import Presence
+from .mailbox import Mailbox
+from .nodes import Nodes, SharedMailbox
+from .presence import Presence, user_room
 from .store import MAX_ID, EmailTaken, Store
 from .throttle import FailureThrottle, is_loopback, rate_limited
 
@@ -80,6 +89,7 @@ class ChatLimits:
     hash_max_wait: float = MAX_HASH_WAIT_S
     hash_max_queue: int = MAX_HASH_QUEUE
     exempt: Callable[[str], bool] = is_loopback
+    heartbeat: float = 2.0  # seconds between a node's presence heartbeats (three missed: gone)
 
 
 def _fields(data: Any, event: str, shape: str) -> dict[str, Any]:
@@ -126,8 +136,11 @@ class ChatState:
     """
 
     def __init__(self, store: Store, accounts: Accounts, limits: ChatLimits, presence: Presence,
-                 temporary: tempfile.TemporaryDirectory | None = None) -> None:
+                 temporary: tempfile.TemporaryDirectory | None = None, *, mailbox: Mailbox) -> None:
+        """``mailbox`` pushes stored messages; ``nodes`` (set by ``build``) stays None without a broker."""
         self.store = store
+        self.mailbox = mailbox
+        self.nodes: Nodes | None = None
         self.accounts = accounts
         self.limits = limits
         self.users = presence.users  # uid -> {"uid", "name", "email"}, sign-up order
@@ -150,9 +163,15 @@ class ChatState:
         for user in await self.store.users():
             self.users[user["uid"]] = user
             self.emails.add(user["email"])
+        await self.mailbox.open()
+        if self.nodes is not None:
+            await self.nodes.start()
 
     async def close(self) -> None:
-        """Close the database, then the temporary folder."""
+        """Say goodbye to the other nodes, close the database, then the temporary folder."""
+        if self.nodes is not None:
+            await self.nodes.close()
+        await self.mailbox.close()
         self.presence.close()
         await self.store.close()
         self.accounts.close()
@@ -174,10 +193,21 @@ class ChatState:
         require(uid is not None, "authenticate first: an auth event (or ?token= in the URL)", code="unauthorized")
         return uid
 
-    def known(self, value: Any, field: str) -> str:
-        if not (isinstance(value, str) and value in self.users):
+    async def known(self, value: Any, field: str) -> str:
+        if not (isinstance(value, str) and await self.exists(value)):
             raise EventError("invalid-data", f"'{field}' must be the uid of a registered user")
         return value
+
+    async def exists(self, uid: str) -> bool:
+        """A registered user? Another node's new user may not be announced here yet: the database says."""
+        if uid in self.users:
+            return True
+        return self.nodes is not None and await self.nodes.learn(uid)
+
+    def attach(self, client: Client, uid: str) -> None:
+        """``client`` is ``uid``'s socket from now on (presence, and where its live pushes begin)."""
+        self.mailbox.attached(client)
+        self.presence.attach(client, uid)
 
     def account(self, uid: str) -> dict[str, Any]:
         return {"user": dict(self.users[uid]), "token": self.accounts.issue(uid)}
@@ -211,18 +241,18 @@ class ChatState:
 # ----- the events: each handler gets the chat's state, the connection and the frame's data ---
 
 
-def on_connect(chat: ChatState, client: Client) -> None:
+async def on_connect(chat: ChatState, client: Client) -> None:
     """``?token=`` authenticates at once; a bad one leaves the socket unauthenticated, and says why."""
     tokens = parse_qs(client.query).get("token")
     if not tokens:
         return
     try:
         uid = chat.accounts.check(tokens[0])
-        require(uid in chat.users, "the token's user does not exist here: sign up again", code="unauthorized")
+        require(await chat.exists(uid), "the token's user does not exist here: sign up again", code="unauthorized")
     except EventError as error:
         client.emit("error", error.as_data())
         return
-    chat.presence.attach(client, uid)
+    chat.attach(client, uid)
 
 
 async def sign_up(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
@@ -246,6 +276,8 @@ async def sign_up(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     chat.users[uid] = {"uid": uid, "name": name, "email": email}
     chat.emails.add(email)
     chat.presence.changed(uid)
+    if chat.nodes is not None:
+        chat.nodes.signed_up(chat.users[uid])
     return chat.account(uid)
 
 
@@ -266,7 +298,7 @@ async def login(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
         ok = await chat.accounts.verify(password_hash, password)
     finally:
         chat.checking.discard(email)
-    if not (ok and uid in chat.users):
+    if not (ok and uid is not None and await chat.exists(uid)):
         # Unknown emails count too, so a lockout does not tell which emails have accounts.
         chat.account_failures.failed(email)
         if address is not None:
@@ -276,14 +308,14 @@ async def login(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     return chat.account(uid)
 
 
-def auth(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+async def auth(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     data = _fields(data, "auth", '{"token": TOKEN}')
     uid = chat.accounts.check(data.get("token"))
-    require(uid in chat.users, "the token's user does not exist here: sign up again", code="unauthorized")
+    require(await chat.exists(uid), "the token's user does not exist here: sign up again", code="unauthorized")
     current = client.state.get("uid")
     require(current in (None, uid), "this connection is another user's: open a new one")
     if current is None:
-        chat.presence.attach(client, uid)
+        chat.attach(client, uid)
     else:
         client.emit("user-list", chat.user_list())
     return {"user": dict(chat.users[uid])}
@@ -298,7 +330,7 @@ def subscribe_presence(chat: ChatState, client: Client, data: Any) -> list[dict[
 async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     sender = chat.uid(client)
     data = _fields(data, "personal-message", '{"to": UID, "message": STR}')
-    recipient = chat.known(data.get("to"), "to")
+    recipient = await chat.known(data.get("to"), "to")
     text = data.get("message")
     require(isinstance(text, str) and 0 < len(text) <= MAX_TEXT and not text.isspace(), BAD_TEXT)
     client_id = data.get("clientId")
@@ -306,26 +338,32 @@ async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[s
     # Stored (with the messages that arrived meanwhile, in one transaction) before anyone hears of it.
     message, new = await chat.store.add_message(sender, recipient, text, client_id)
     if new:  # a retry was delivered the first time; only its acknowledgement got lost
-        targets = {*chat.presence.sockets(sender), *chat.presence.sockets(recipient)}
-        client.server.broadcast("personal-message", message, to=targets)
+        # Pushed to every open socket of the sender and the recipient (on every node), with its offset.
+        chat.mailbox.stored(message)
     return message
 
 
-def typing(chat: ChatState, client: Client, data: Any) -> None:
+async def typing(chat: ChatState, client: Client, data: Any) -> None:
     sender = chat.uid(client)
     data = _fields(data, "typing", '{"to": UID}')
-    recipient = chat.known(data.get("to"), "to")
-    client.server.broadcast("typing", {"from": sender}, to=chat.presence.sockets(recipient))
+    recipient = await chat.known(data.get("to"), "to")
+    # A room, not a list of sockets: with several nodes, the recipient's sockets elsewhere get it too.
+    client.server.broadcast("typing", {"from": sender}, to=user_room(recipient))
 
 
 async def history(chat: ChatState, client: Client, data: Any) -> list[dict[str, Any]]:
     me = chat.uid(client)
     data = _fields(data, "history", '{"with": UID, "after"?: MESSAGE_ID}')
-    other = chat.known(data.get("with"), "with")
+    other = await chat.known(data.get("with"), "with")
     after = data.get("after")
     require(after is None or (type(after) is int and 0 <= after <= MAX_ID),
             f"'after' must be a message id (an integer from 0 to {MAX_ID})")
     return await chat.store.history(me, other, after=after)
+
+
+async def resume(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+    """``{"offset", "epoch"}``: the pushes missed since ``offset``, in order, then how many (``mailbox``)."""
+    return await chat.mailbox.resume(client, chat.uid(client), data)
 
 
 #: Every event of the chat, its handler, and what it costs of the sender's rate limit: a login
@@ -338,6 +376,7 @@ EVENTS: dict[str, tuple[Callable[..., Any], int]] = {
     "personal-message": (personal_message, 1),
     "typing": (typing, 1),
     "history": (history, 1),
+    "resume": (resume, 1),
 }
 
 
@@ -350,6 +389,8 @@ def build(
     limits: ChatLimits | None = None,
     max_batch: int | None = None,
     trace: Trace | None = None,
+    broker: str | None = None,
+    node: str | None = None,
 ) -> EventServer[ChatState]:
     """The chat on ``db`` (a temporary database when None, deleted at ``aclose``), not started.
 
@@ -359,8 +400,14 @@ def build(
     what one user, connection or address may cost (``ChatLimits``' defaults when None).
     ``max_batch``: the most messages one commit stores (None: all that wait; 1: one commit per
     message, for comparison).
+
+    ``broker``: a Redis URL (``redis://HOST:PORT``) making this server one node of a chat
+    whose nodes share ``db`` (required then: one file for the nodes of this machine) and the
+    broker; ``node`` names it (default ``HOSTNAME:PID``). See ``nodes`` for what is shared how.
     """
     limits = limits or ChatLimits()
+    if broker is not None and (db is None or db == ":memory:"):
+        raise ValueError("a chat node with a broker needs db=FILE (--db), the one file its nodes share")
     temporary = None
     if db is None or db == ":memory:":
         temporary = tempfile.TemporaryDirectory(prefix="labtools-chat-")
@@ -372,9 +419,14 @@ def build(
     secret = secret or os.environ.get(SECRET_ENV) or load_secret(secret_path)
     accounts = Accounts(secret, token_ttl=token_ttl, fast_hashing=fast_hashing,
                         max_wait=limits.hash_max_wait, max_queue=limits.hash_max_queue)
-    server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace)
+    bus = redis_bus(broker, "chat", node) if broker is not None else None
+    server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace, bus=bus)
     presence = Presence(server, {}, window=limits.presence_window, max_sockets=limits.max_sockets)
-    chat = server.state = ChatState(Store(db, max_batch=max_batch), accounts, limits, presence, temporary)
+    store = Store(db, max_batch=max_batch)
+    mailbox = Mailbox(server, presence, store) if bus is None else SharedMailbox(server, presence, store, bus)
+    chat = server.state = ChatState(store, accounts, limits, presence, temporary, mailbox=mailbox)
+    if isinstance(mailbox, SharedMailbox):
+        chat.nodes = Nodes(presence, store, mailbox.bus, mailbox, heartbeat=limits.heartbeat, emails=chat.emails)
     for event, (handler, cost) in EVENTS.items():
         server.on(event, cost=cost)(partial(handler, chat))
     server.connected(partial(on_connect, chat))

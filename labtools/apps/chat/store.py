@@ -18,6 +18,13 @@ after the ``COMMIT`` that holds its row, and the UNIQUE (sender, client_id) inde
 what is a retry, inside a batch too. An idle chat writes batches of one; a busy one, batches of
 tens (``batches``, ``batched_messages`` and ``largest_batch`` count them).
 
+Why a busy timeout and an epoch: several nodes of the chat on one machine share this one file
+(``nodes``). SQLite lets one writer at a time in; the others wait for the lock (up to
+``BUSY_TIMEOUT_S``) instead of failing at once. The ``meta`` table holds the database's epoch,
+a random id drawn when the database is created: message ids are offsets in that epoch, and a
+new database (a temporary one, a deleted file) is a new epoch, so a client's old offset is
+recognised as meaningless rather than misread.
+
 Why mode 0600: the file holds password hashes, emails and private messages. The database is
 created readable by its owner only, before SQLite opens it, and SQLite gives the WAL and
 shared-memory files it creates the database's mode; files left by an older, looser version
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -55,6 +63,9 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (sender, client_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (pair, id);
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, id);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 MESSAGE_COLUMNS = "id, sender, recipient, body, created_at, client_id"
@@ -65,8 +76,15 @@ INSERT = (
 HISTORY_LAST = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? ORDER BY id DESC LIMIT ?"
 HISTORY_AFTER = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? AND id > ? ORDER BY id LIMIT ?"
 SELECT_RETRY = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND client_id = ?"
+# Two indexed halves of "from or to this user" (an OR over two indexes, kept in id order).
+SINCE = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ?1 AND id > ?2 AND id <= ?3"
+         f" UNION ALL SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND sender != ?1"
+         " AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4")
+AFTER = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > ? ORDER BY id LIMIT ?"
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger one cannot even be bound to a query
 PRIVATE = 0o600
+#: Seconds a statement waits for another process's write lock before it fails.
+BUSY_TIMEOUT_S = 10.0
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -101,6 +119,7 @@ class Store:
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None
+        self.epoch = ""  # the database's epoch, read at ``open``
         # Group commit (``add_message``): messages waiting for the next batch, whether one is
         # being written, and counters of what the batches held.
         self._waiting: list[tuple[str, str, str, str | None, asyncio.Future]] = []
@@ -127,11 +146,14 @@ class Store:
         on_disk = self.path != ":memory:" and not self.path.startswith("file:")
         if on_disk:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE))  # exists, 0600, before SQLite
-        db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: one statement, one commit
+        # autocommit: one statement, one commit
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (secrets.token_hex(8),))
+        (self.epoch,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         self._db = db
         if on_disk:
             self._tighten()
@@ -186,6 +208,14 @@ class Store:
     def _users(self) -> list[dict[str, str]]:
         rows = self.db.execute("SELECT uid, name, email FROM users ORDER BY created_at, uid").fetchall()
         return [{"uid": uid, "name": name, "email": email} for uid, name, email in rows]
+
+    async def user(self, uid: str) -> dict[str, str] | None:
+        """The user ``uid`` (without password hash), or None: for a user another node signed up."""
+        return await self._run(self._user, uid)
+
+    def _user(self, uid: str) -> dict[str, str] | None:
+        row = self.db.execute("SELECT uid, name, email FROM users WHERE uid = ?", (uid,)).fetchone()
+        return None if row is None else {"uid": row[0], "name": row[1], "email": row[2]}
 
     # ----- messages ----------------------------------------------------------------------
 
@@ -294,3 +324,24 @@ class Store:
         else:
             rows = self.db.execute(HISTORY_AFTER, (pair, after, limit)).fetchall()
         return [_message(row) for row in rows]
+
+    async def last_id(self) -> int:
+        """The largest message id stored (0 when none): where a node's deliveries start."""
+        return await self._run(self._last_id)
+
+    def _last_id(self) -> int:
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+
+    async def after(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Every message with an id above ``after``, by id (at most ``limit``): a node catching up."""
+        return await self._run(self._after, after, limit)
+
+    def _after(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return [_message(row) for row in self.db.execute(AFTER, (after, limit)).fetchall()]
+
+    async def since(self, uid: str, after: int, upto: int, limit: int) -> list[dict[str, Any]]:
+        """Messages from or to ``uid`` with ``after < id <= upto``, by id (at most ``limit``): a resume."""
+        return await self._run(self._since, uid, after, upto, limit)
+
+    def _since(self, uid: str, after: int, upto: int, limit: int) -> list[dict[str, Any]]:
+        return [_message(row) for row in self.db.execute(SINCE, (uid, after, upto, limit)).fetchall()]
