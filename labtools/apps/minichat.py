@@ -19,12 +19,15 @@ from ..events.server import require
 MAX_TEXT = 2000
 #: Messages kept for clients that reconnect; one that missed more is told ``too-old``.
 KEEP = 1000
+#: Entries the shared stream keeps: more than a client may resume, so that a node that falls a
+#: few seconds behind under load catches up from the stream instead of losing its place.
+STREAM_KEEP = 10 * KEEP
 
 
 def build(broker: str | None = None, node: str | None = None) -> EventServer:
     """The mini chat; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
     server = EventServer("minichat", page="minichat")
-    log = Replica(server, Broadcasts(), make_log("minichat", broker, keep=KEEP), node=node, replay=KEEP)
+    log = Replica(server, Broadcasts(), make_log("minichat", broker, keep=STREAM_KEEP), node=node, replay=KEEP)
 
     @server.on("msg-to-server")
     async def message(client: Client, data: Any) -> None:

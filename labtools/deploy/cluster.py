@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -57,6 +59,8 @@ class Deployment:
         self.node_arguments: list[list[str]] = []
         self.front_door: FrontDoor | None = None
         self.closed = False
+        #: The chat's database when none was given: one file all the nodes share, deleted at the end.
+        self.folder: tempfile.TemporaryDirectory | None = None
 
     @classmethod
     async def start(
@@ -76,7 +80,8 @@ class Deployment:
 
         ``broker``: a Redis URL to share instead of starting one; ``front_door=False``: no
         HAProxy (``url`` is then the first node's); ``port``: the front door's (0: a free one);
-        ``options``: for every node's command line (``db`` for the chat)."""
+        ``options``: for every node's command line (``db`` for the chat: a temporary file
+        shared by its nodes when none is given)."""
         if nodes < 1:
             raise ValueError(f"nodes={nodes}: a deployment has at least one node")
         if broker is not None:
@@ -105,6 +110,9 @@ class Deployment:
         redis = None if broker is not None else await RedisServer.start()
         deployment = cls(name, app, host, broker or (redis.url if redis else ""), redis)
         try:
+            if app == "chat" and "db" not in options:  # its nodes share one SQLite file
+                deployment.folder = tempfile.TemporaryDirectory(prefix="labtools-nodes-")
+                options = {**options, "db": str(Path(deployment.folder.name) / "chat.db")}
             deployment.node_arguments = [
                 node_arguments(deployment.broker, f"node{k}", options) for k in range(1, nodes + 1)
             ]
@@ -175,6 +183,9 @@ class Deployment:
         await asyncio.gather(*(node.aclose() for node in self.nodes))
         if self.redis is not None:
             await self.redis.aclose()
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
 
     def stop(self) -> None:
         runtime.run(runtime.unregister_and_close(self.name, self))

@@ -264,6 +264,13 @@ class EventServer(Generic[S]):
         self.traffic.total.bytes_out += size
         return sent
 
+    def close_soon(self, client: Client, code: int, reason: str) -> None:
+        """Close ``client``'s socket with ``code`` without waiting for its closing handshake
+        (from a handler, or from code that must not await: the task is kept until it ends)."""
+        task = asyncio.get_running_loop().create_task(client.connection.close(code, reason))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
     def drop_slow(self, transport: asyncio.WriteTransport) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
         if not transport.is_closing():

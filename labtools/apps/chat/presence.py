@@ -52,7 +52,6 @@ class Presence:
         self.evicted = 0
         self._changed: dict[str, None] = {}  # uids whose presence changed since the last announcement
         self._timer: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Task] = set()
         self.remote: dict[str, set[str]] = {}  # uid -> the other nodes it is online on
         #: Called at the end of each presence window (a node tells the others what changed here).
         self.on_window: list[Callable[[], None]] = []
@@ -104,10 +103,7 @@ class Presence:
         uid = client.state.pop("uid", None)
         sockets.pop(client, None)
         self._leave(client, uid)
-        task = asyncio.get_running_loop().create_task(
-            client.connection.close(CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        client.server.close_soon(client, CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON)
 
     @staticmethod
     def _leave(client: Client, uid: str | None) -> None:
