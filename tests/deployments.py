@@ -46,6 +46,8 @@ class Spread:
         return "ws" + self.url.removeprefix("http")
 
     def read(self, fn: Callable[[Any], Any], within: float = 5.0) -> Any:
+        if lt.runtime.in_loop_thread():
+            raise RuntimeError("read the nodes from the test, not from a coroutine: waiting would block their loop")
         deadline = time.monotonic() + within
         while True:
             answers = [node.read(fn) for node in self.nodes]

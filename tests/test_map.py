@@ -82,11 +82,12 @@ def test_bad_marker_is_invalid_data_and_changes_nothing(server: lt.ServerHandle,
             good = {"id": "ok", "lng": 180, "lat": -90}  # the edges are valid
             await sender.emit(event, good)
             assert await watcher.wait_for(event) == good, "the first thing the watcher sees is the good marker"
-            assert server.read(lambda markers: markers.as_dict()) == {"ok": good} and not watcher.errors
+            assert not watcher.errors
         finally:
             await asyncio.gather(sender.aclose(), watcher.aclose())
 
     lt.run(scenario())
+    assert server.read(lambda markers: markers.as_dict()) == {"ok": {"id": "ok", "lng": 180, "lat": -90}}
 
 
 def test_throttled_drag_sends_fewer_updates_and_ends_in_place(server: lt.ServerHandle) -> None:
