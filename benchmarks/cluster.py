@@ -7,9 +7,9 @@ Redis, labtools' minichat beside Socket.IO with its Redis adapter.
 
 The workload, the same for every system (``Workload``):
 
-* C clients (400; --quick 40) connect directly to the nodes' ports, round-robin;
+* C clients (200; --quick 40) connect directly to the nodes' ports, round-robin;
 * S = 10 of them send, open loop (the schedule does not wait for the servers), R messages/s in
-  all (400; --quick 100), each message carrying its send time; every client receives every
+  all (100; --quick 100), each message carrying its send time; every client receives every
   message, so R × C deliveries/s are due;
 * a warm-up step (not measured), then D seconds (8; --quick 2) measured, plus the drain: until
   every delivery arrived, or none arrived for 2 s (what never comes is lost; late is not lost).
@@ -73,9 +73,9 @@ TWO_CORES = (
 class Workload:
     """One broadcast room, the same for every system."""
 
-    clients: int = 400
+    clients: int = 200
     senders: int = 10
-    rate: float = 400.0  # messages/s from all senders together
+    rate: float = 100.0  # messages/s from all senders together: 20,000 deliveries/s, within 2 cores
     seconds: float = 8.0
     warmup: float = 1.0
 

@@ -150,7 +150,7 @@ def test_only_course_css_styles_the_status_badge() -> None:
 
 def test_the_chat_page_never_puts_the_token_in_the_url() -> None:
     chat = (STATIC / "chat" / "chat.js").read_text(encoding="utf-8")
-    assert "token=" not in chat and "new EventSocket()" in chat
+    assert "token=" not in chat and "new EventSocket({ resume: false })" in chat  # no query option
     assert 'socket.request("auth"' in chat
 
 

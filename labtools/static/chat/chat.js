@@ -24,7 +24,8 @@ const outbox = new Map(); // clientId -> message data not yet acknowledged
 
 // No token in the socket's URL (URLs end up in logs and proxies): every connection
 // authenticates with an auth event, the first frame it sends.
-const socket = new EventSocket();
+// It resumes itself, once authenticated (resume is for signed-in connections).
+const socket = new EventSocket({ resume: false });
 bindStatus($("status"), socket);
 
 function save(value) {
@@ -70,7 +71,7 @@ async function authenticate() {
   renderUsers();
   if (catchUpDue) {
     catchUpDue = false;
-    catchUp();
+    resumeOrCatchUp();
     flushOutbox();
   }
 }
@@ -204,7 +205,20 @@ async function open(uid) {
   }
 }
 
-// After a reconnection: fetch what arrived while this page was offline, page by page.
+// After a reconnection: every message from or to me since the last one this page got, from
+// any conversation (PROTOCOL.md, resume); when that gap is too old, or there is no position yet,
+// the open conversation's history instead.
+async function resumeOrCatchUp() {
+  let resumed = null;
+  try {
+    resumed = await socket.resume();
+  } catch (error) {
+    // Offline again, or refused: the history below still fills the open conversation.
+  }
+  if (!resumed) catchUp();
+}
+
+// Fetch what arrived in the open conversation while this page was offline, page by page.
 async function catchUp() {
   if (!peer) return;
   const uid = peer;
