@@ -40,7 +40,9 @@ class EventError(Exception):
     def as_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.retry_after is not None:
-            data["retryAfter"] = round(self.retry_after, 3)
+            # Rounded up to the millisecond: a client that waits that long is never refused again
+            # for the same reason, and a wait of a few microseconds is not told as 0.
+            data["retryAfter"] = math.ceil(self.retry_after * 1000) / 1000
         return data
 
 
