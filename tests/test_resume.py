@@ -89,6 +89,28 @@ def test_a_reconnected_client_gets_exactly_what_it_missed_in_order() -> None:
     lt.run(go())
 
 
+def test_a_live_push_that_overtakes_the_replay_is_shown_after_it() -> None:
+    """The new connection gets live pushes before its resume is handled: they wait for the replay."""
+
+    async def go() -> None:
+        server = await start()
+        since = await away(server.url)
+        await send(server.url, [f"m{k}" for k in range(3)])
+        back = await EventClient.connect(server.url, name="pedro")
+        resuming = asyncio.ensure_future(back.resume(*since))
+        await asyncio.sleep(0)  # the resume is sent; its replay and answer are on their way
+        # A push newer than all of them, as if applied (and pushed live) before the resume was handled:
+        back.deliver({"event": "msg-from-server", "data": say("live"), "offset": "99999999999999-0", "epoch": since[1]})
+        assert texts(back) == []  # held until the answer
+        answer = await resuming
+        assert answer["missed"] == 3 and texts(back) == ["m0", "m1", "m2", "live"]
+        assert back.position == ("99999999999999-0", since[1])
+        await back.aclose()
+        await server.aclose()
+
+    lt.run(go())
+
+
 def test_a_client_that_heard_nothing_still_resumes_from_where_the_stream_stood() -> None:
     async def go() -> None:
         server = await start()

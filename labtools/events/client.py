@@ -15,6 +15,9 @@ Recoverable streams (PROTOCOL.md, "Several nodes, offsets and recovery"): pushes
 ``offset`` and an ``epoch``. The client remembers the last ones it got (``position``), so that
 after a reconnection ``resume`` asks the server for exactly what was missed; a push whose offset
 this client already got (a replay overlapping what arrived live, a duplicated frame) is dropped.
+While a resume is answered, pushes with an offset are held back and handed over in offset
+order once the answer is in: a live push that reached the new connection before the replay of
+older ones does not overtake them.
 """
 
 from __future__ import annotations
@@ -105,6 +108,20 @@ class Seen:
         return True
 
 
+def offset_order(frames: list[Any]) -> list[Any]:
+    """Frames of one epoch sorted by offset (``"MS-SEQ"`` or ``"N"``: integers compared in
+    order); frames of several epochs, or with an offset of another form, as they came."""
+    epochs = {frame.get("epoch") for frame in frames}
+    try:
+        keys = [tuple(int(part) for part in frame["offset"].split("-")) for frame in frames]
+    except ValueError:
+        return frames
+    if len(epochs) > 1:
+        return frames
+    order = sorted(range(len(frames)), key=keys.__getitem__)  # stable: equal offsets as they came
+    return [frames[n] for n in order]
+
+
 def stream_position(data: Any) -> Position | None:
     """``(offset, epoch)`` of a frame (or an acknowledgement's data) that carries both as strings."""
     if not isinstance(data, dict):
@@ -129,6 +146,7 @@ class EventClient:
         self.duplicates = 0
         self._position: Position | None = None
         self._seen = Seen()
+        self._held: list[Any] | None = None  # pushes with an offset, held while a resume is answered
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
         self._waiters: list[tuple[str, Callable[[Any], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
@@ -205,20 +223,31 @@ class EventClient:
     async def resume(self, offset: str | None = None, epoch: str | None = None, timeout: float = 5.0) -> Any:
         """Ask for what was missed since ``offset`` (default: the remembered ``position``).
 
-        The server first sends the missed pushes (they reach listeners as usual; any this client
-        already has is dropped), then acknowledges ``{"missed", "offset", "epoch"}``, returned
-        here. Raises ``AckError`` ``too-old`` when the gap cannot be filled (another epoch, or
-        trimmed): the caller starts over from the state it got on connect.
+        The server first sends the missed pushes, then acknowledges ``{"missed", "offset",
+        "epoch"}``, returned here. Meanwhile live pushes may reach this connection too, newer than
+        the replayed ones: every push with an offset is held back until the answer, then handed to
+        the listeners in offset order, any this client already has dropped. Raises ``AckError``
+        ``too-old`` when the gap cannot be filled (another epoch, or trimmed): the caller starts
+        over from the state it got on connect.
         """
         if offset is None or epoch is None:
             if self._position is None:
                 raise ValueError("no position to resume from: nothing with an offset was received")
             offset = self._position[0] if offset is None else offset
             epoch = self._position[1] if epoch is None else epoch
-        answer = await self.request("resume", {"offset": offset, "epoch": epoch}, timeout)
-        position = stream_position(answer)
-        if position is not None:
-            self._position = position
+        holding = self._held is None  # a resume within a resume leaves the release to the outer one
+        if holding:
+            self._held = []
+        try:
+            answer = await self.request("resume", {"offset": offset, "epoch": epoch}, timeout)
+            position = stream_position(answer)
+            if position is not None:
+                self._position = position
+        finally:
+            if holding:
+                held, self._held = self._held or [], None
+                for frame in offset_order(held):
+                    self.deliver(frame)
         return answer
 
     def on(self, event: str, listener: Callable[[Any], Any]) -> None:
@@ -323,6 +352,9 @@ class EventClient:
             return
         event, data = frame.get("event"), frame.get("data")
         position = stream_position(frame)
+        if position is not None and self._held is not None and event != "position":
+            self._held.append(frame)  # a resume is being answered: in offset order once it is
+            return
         if position is not None:
             if event != "position" and isinstance(event, str) and not self._seen.add(event, *position):
                 self.duplicates += 1

@@ -11,14 +11,15 @@ from matplotlib.figure import Figure
 from .figures import finish
 
 
-def latency_by_path(samples_ms: dict[str, list[float]]) -> Figure:
+def latency_by_path(samples_ms: dict[str, list[float]],
+                    title: str = "Pedro's send to Ana's receipt, one message at a time") -> Figure:
     """One empirical CDF per path a message took (log x): medians and tails compare at a glance."""
     fig, ax = plt.subplots(figsize=(7, 3.3))
     for label, values in samples_ms.items():
         ordered = np.sort(values)
         ax.step(ordered, np.arange(1, len(ordered) + 1) / len(ordered), where="post",
                 label=f"{label} (median {np.median(ordered):.2f} ms)")
-    ax.set(xscale="log", ylim=(0, 1.02), title="Pedro's send to Ana's receipt, one message at a time",
+    ax.set(xscale="log", ylim=(0, 1.02), title=title,
            xlabel="milliseconds (log scale)", ylabel="fraction of messages")
     ax.legend(loc="lower right", fontsize="small")
     return finish(fig)

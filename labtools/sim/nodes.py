@@ -1,19 +1,18 @@
-"""Lesson 11's experiments on several nodes: clients that resume on another node after a crash,
-one-way latency and bursts across nodes, and what one Redis carries.
+"""Lesson 11's experiments on several nodes: readers that resume on another node after a crash,
+one-way latency and bursts across nodes (the mini chat's and lesson 08's chat's), a node that
+lags behind Redis (sticky sessions), and what one Redis carries.
 
-``Follower`` is a mini-chat reader the way a careful client is written: it keeps the offset and
-epoch of the last message it showed; when its socket drops it reconnects (through the front
-door, so to whichever node is up) and emits ``resume`` with them. Until the acknowledgement it
-holds back the live messages the new connection already gets, then shows the replayed and the
-held ones in offset order, each once: a message pushed live *and* replayed is dropped by its
-offset, so nothing is shown twice and nothing is skipped.
+The readers are the library's own reconnecting clients (``sim.reconnect.Reconnecting``, as a
+learner would write one): each keeps the offset and epoch of the last push it got; when its
+socket drops it waits 0-50 ms (jitter) and reconnects through the front door, to whichever node
+is up, and emits ``resume`` with them. ``EventClient.resume`` holds back the live pushes the new
+connection gets meanwhile and hands everything over in offset order once the node answers; a
+push received twice (live and replayed) is dropped by its offset.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import statistics
 import time
 from collections import Counter
@@ -21,91 +20,15 @@ from typing import Any
 
 import psutil
 from redis.asyncio import Redis
-from websockets.exceptions import InvalidHandshake
 
-from ..cluster.log import Offset, parse_offset
-from ..deploy import Deployment
+from .. import runtime
+from ..deploy import Deployment, FrontDoor, RedisServer
+from ..deploy.cluster import node_arguments
 from ..events import EventClient
-from ..events.client import AckError
-
-
-class Follower:
-    """A mini-chat reader that reconnects and resumes from its last offset (module docstring)."""
-
-    def __init__(self, name: str, url: str, *, seed: int = 0) -> None:
-        self.name = name
-        self.url = url
-        self.rng = random.Random(seed)
-        self.client: EventClient | None = None
-        self.node: str | None = None  # the node that took the current connection (X-Served-By)
-        self.nodes: list[str | None] = []  # every connection's node, in order
-        self.offset: str | None = None  # the last message shown (wire form) and its epoch
-        self.epoch: str | None = None
-        self.last: Offset | None = None
-        self.texts: list[str] = []  # shown, in order
-        self.pushed_twice = 0  # frames that arrived again (live and replayed) and were dropped
-        self.resumes: list[dict[str, Any]] = []  # one per reconnection: node, missed, seconds
-        self.dropped_at: list[float] = []
-        self.holding = False
-        self.held: list[dict[str, Any]] = []
-
-    def frame(self, frame: Any) -> bool:
-        """The client's ``intercept``: every frame passes; messages are shown (or held) here."""
-        if isinstance(frame, dict) and frame.get("event") == "msg-from-server" and "offset" in frame:
-            if self.holding:
-                self.held.append(frame)
-            else:
-                self.show(frame)
-        elif isinstance(frame, dict) and frame.get("event") == "position" and self.offset is None:
-            self.offset, self.epoch = frame["offset"], frame["epoch"]
-            self.last = parse_offset(self.offset)
-        return True
-
-    def show(self, frame: dict[str, Any]) -> None:
-        offset = parse_offset(frame["offset"])
-        if offset is None or (self.last is not None and offset <= self.last):
-            self.pushed_twice += 1
-            return
-        self.last, self.offset, self.epoch = offset, frame["offset"], frame["epoch"]
-        self.texts.append(frame["data"]["text"])
-
-    async def connect(self) -> None:
-        """Open a connection; if this is a reconnection, resume from the last offset shown."""
-        resuming = self.offset is not None and bool(self.nodes)
-        self.holding, self.held = resuming, []
-        started = time.perf_counter()
-        try:
-            self.client = await EventClient.connect(self.url, name=self.name, intercept=self.frame)
-            self.node = self.client.connection.response.headers.get("X-Served-By")
-            self.nodes.append(self.node)
-            if resuming:
-                ack = await self.client.request("resume", {"offset": self.offset, "epoch": self.epoch})
-                self.resumes.append({"node": self.node, "missed": ack["missed"],
-                                     "seconds": time.perf_counter() - self.dropped_at[-1],
-                                     "connect_s": time.perf_counter() - started})
-        finally:
-            self.holding = False
-            held, self.held = self.held, []
-            for frame in sorted(held, key=lambda f: parse_offset(f["offset"]) or (0, 0)):
-                self.show(frame)
-
-    async def follow(self) -> None:
-        """Stay connected for ever: after a drop, wait 0-50 ms (jitter) and reconnect, resuming."""
-        while True:
-            try:
-                await self.connect()
-            except (OSError, TimeoutError, InvalidHandshake, AckError):  # no node yet, or a failed resume
-                await asyncio.sleep(self.rng.uniform(0, 0.05))
-                continue
-            assert self.client is not None
-            try:
-                await self.client.next("never-sent", timeout=3600)
-            except ConnectionError:
-                self.dropped_at.append(time.perf_counter())
-                await asyncio.sleep(self.rng.uniform(0, 0.05))
-            finally:
-                with contextlib.suppress(Exception):
-                    await self.client.aclose()
+from ..serving import DeploymentHandle
+from .chat_users import ChatUser
+from .faults import FaultyProxy
+from .reconnect import Reconnecting
 
 
 async def wait_until(predicate: Any, timeout: float, step: float = 0.01) -> bool:
@@ -128,6 +51,18 @@ async def all_nodes_up(deployment: Deployment, timeout: float = 10) -> None:
         await wait_until(lambda: all(row["status"] == "UP" for row in door.stats().values()), timeout, step=0.05)
 
 
+def node_of(client: EventClient) -> str | None:
+    """The node that took this connection: the front door's ``X-Served-By`` on the upgrade."""
+    return client.connection.response.headers.get("X-Served-By")
+
+
+def reader(url: str, k: int, texts: list[str]) -> Reconnecting:
+    """A mini-chat reader that reconnects (0-50 ms of jitter first) and resumes where it stood."""
+    user = Reconnecting(url, name=f"reader{k}", base=0.05, cap=1.0, seed=k)
+    user.on("msg-from-server", lambda data: texts.append(data["text"]))
+    return user
+
+
 async def kill_mid_conversation(deployment: Deployment, *, readers: int = 20, messages: int = 200,
                                 kill_after: int = 100, interval: float = 0.005, victim: int = 1,
                                 timeout: float = 10) -> dict[str, Any]:
@@ -136,12 +71,22 @@ async def kill_mid_conversation(deployment: Deployment, *, readers: int = 20, me
     readers reconnect and resume. Returns what every reader showed and how it got there."""
     await all_nodes_up(deployment)
     survivor = deployment.node_urls[0 if victim != 0 else 1]
-    followers = [Follower(f"reader{k}", deployment.url, seed=k) for k in range(readers)]
-    tasks = [asyncio.create_task(f.follow()) for f in followers]
+    shown: list[list[str]] = [[] for _ in range(readers)]
+    users = [reader(deployment.url, k, shown[k]) for k in range(readers)]
+    await asyncio.gather(*(user.start() for user in users))
+    first_node = [node_of(user.client) for user in users]
+    back_s: dict[int, float] = {}
+
+    async def until_back(k: int, user: Reconnecting) -> None:
+        """Seconds from this reader's socket closing to its resume answered (``connected`` again)."""
+        await user.client.connection.wait_closed()
+        dropped = time.perf_counter()
+        await wait_until(lambda: user.connections > 1 and user.connected.is_set(), timeout, step=0.001)
+        back_s[k] = time.perf_counter() - dropped
+
+    watchers = [asyncio.create_task(until_back(k, user)) for k, user in enumerate(users)]
     pedro = await EventClient.connect(survivor, name="pedro")
     try:
-        await wait_until(lambda: all(f.offset is not None for f in followers), timeout)
-        before = Counter(f.node for f in followers)
         victim_name = f"node{victim + 1}"
         killed_at = 0.0
         for k in range(messages):
@@ -150,29 +95,30 @@ async def kill_mid_conversation(deployment: Deployment, *, readers: int = 20, me
                 await asyncio.to_thread(deployment.kill, victim)
             await pedro.emit("msg-to-server", {"text": f"message {k}"})
             await asyncio.sleep(interval)
-        sent_at = time.perf_counter()
-        await wait_until(lambda: all(len(f.texts) >= messages for f in followers), timeout)
+        await wait_until(lambda: all(len(texts) >= messages for texts in shown), timeout)
         caught_up = time.perf_counter()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         await pedro.aclose()
+        await asyncio.gather(*(user.aclose() for user in users))
     expected = [f"message {k}" for k in range(messages)]
-    resumed = [f for f in followers if f.resumes]
+    resumed = [k for k, user in enumerate(users) if user.connections > 1]
     return {
         "readers": readers, "messages": messages, "kill_after": kill_after, "victim": victim_name,
-        "before": dict(before),
-        "on_victim": sum(f.nodes[0] == victim_name for f in followers),
+        "before": dict(Counter(first_node)),
+        "on_victim": first_node.count(victim_name),
         "resumed": len(resumed),
-        "resumed_on": dict(Counter(f.resumes[-1]["node"] for f in resumed)),
-        "complete": sum(f.texts == expected for f in followers),
-        "shown": [len(f.texts) for f in followers],
-        "missed": [f.resumes[-1]["missed"] for f in resumed],
-        "back_s": [f.resumes[-1]["seconds"] for f in resumed],
-        "pushed_twice": sum(f.pushed_twice for f in followers),
-        "untouched_reconnected": sum(bool(f.resumes) for f in followers if f.nodes[0] != victim_name),
-        "sending_s": sent_at - killed_at, "caught_up_after_s": caught_up - killed_at,
+        "resumed_on": dict(Counter(node_of(users[k].client) for k in resumed)),
+        "complete": sum(texts == expected for texts in shown),
+        "shown": [len(texts) for texts in shown],
+        "missed": [users[k].recovered for k in resumed],
+        "back_s": [back_s[k] for k in resumed if k in back_s],
+        "pushed_twice": sum(user.client.duplicates for user in users),
+        "gaps": sum(user.gaps for user in users),
+        "untouched_reconnected": sum(first_node[k] != victim_name for k in resumed),
+        "caught_up_after_s": caught_up - killed_at,
     }
 
 
@@ -352,3 +298,94 @@ async def desks_across_nodes(urls: list[str], *, tickets: int = 40, desks_per_no
             await client.aclose()
     numbers = sorted(n for got in served.values() for n in got)
     return {"served": served, "tickets": tickets, "given": len(numbers), "distinct": len(set(numbers))}
+
+
+# ----- lesson 08's chat on two nodes ------------------------------------------------------------
+
+
+async def sign_up_on(urls: dict[str, str]) -> dict[str, ChatUser]:
+    """One new ``ChatUser`` per name, each signed up on its own node's address, all at once."""
+    users = {name: ChatUser(name, seed=k) for k, name in enumerate(urls)}
+    await asyncio.gather(*(users[name].sign_up(url) for name, url in urls.items()))
+    return users
+
+
+async def sees_online(user: ChatUser, names: list[str], timeout: float = 5.0) -> dict[str, bool]:
+    """Wait until ``user`` sees every one of ``names`` online; who it sees, by name."""
+    await user.wait_for_presence(lambda users: all(
+        any(u["name"] == name and u["online"] for u in users) for name in names), timeout)
+    return dict(sorted(user.online().items()))
+
+
+async def typing_across(sender: ChatUser, receiver: ChatUser) -> tuple[dict[str, Any], float]:
+    """``sender`` types to ``receiver``: what reached the receiver's socket, and after how many ms."""
+    arrived = asyncio.ensure_future(receiver.socket.next("typing"))
+    started = time.perf_counter()
+    await sender.typing(receiver)
+    data = await arrived
+    return data, (time.perf_counter() - started) * 1000
+
+
+async def chat_latency(sender: ChatUser, receiver: ChatUser, *, messages: int = 60,
+                       interval: float = 0.012) -> list[float]:
+    """Milliseconds from ``sender``'s ``personal-message`` to the push on ``receiver``'s socket,
+    one message at a time (each waits for the previous one's arrival and acknowledgement), one
+    every ``interval`` seconds at most: within the per-connection rate limit (lesson 10), so a
+    cell run again at once is not refused."""
+    samples = []
+    next_at = time.perf_counter()
+    for k in range(messages):
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        text = f"ping {k} from {sender.name}"
+        arrived = asyncio.ensure_future(
+            receiver.socket.next("personal-message", where=lambda m, t=text: m["message"] == t))
+        started = time.perf_counter()
+        next_at = started + interval
+        await sender.send(receiver, text)
+        await arrived
+        received = next(at for at, message in reversed(receiver.inbox) if message["message"] == text)
+        samples.append((received - started) * 1000)
+    return samples
+
+
+# ----- a node a moment behind -------------------------------------------------------------------
+
+
+class LaggingDeployment(Deployment):
+    """A deployment whose last node reaches Redis through a ``FaultyProxy`` that delays every
+    byte each way: that node applies every entry a moment after the others (as a node far from
+    Redis, or a busy one, would), and its own submissions take the slow link twice."""
+
+    proxy: FaultyProxy
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.proxy.aclose()
+
+
+async def alagging(app: str, *, nodes: int = 2, delay_ms: float = 50, name: str) -> LaggingDeployment:
+    """Start ``app`` on ``nodes`` nodes behind HAProxy; the last one's broker URL is the proxy's."""
+    redis = await RedisServer.start()
+    deployment = LaggingDeployment(name, app, "127.0.0.1", redis.url, redis)
+    deployment.proxy = await FaultyProxy(redis.url).start()
+    try:
+        deployment.proxy.delay(delay_ms)
+        slow_link = f"redis://{deployment.proxy.host}:{deployment.proxy.port}"
+        brokers = [redis.url] * (nodes - 1) + [slow_link]  # the last node's Redis is the proxy
+        deployment.node_arguments = [node_arguments(broker, f"node{k + 1}", {}) for k, broker in enumerate(brokers)]
+        deployment.nodes = list(await asyncio.gather(*(deployment.start_node(k, 0) for k in range(nodes))))
+        names_ports = [(f"node{k + 1}", node.port) for k, node in enumerate(deployment.nodes)]
+        deployment.front_door = await FrontDoor.start(names_ports)
+    except BaseException:
+        await deployment.aclose()
+        raise
+    return deployment
+
+
+def lagging(app: str, *, nodes: int = 2, delay_ms: float = 50, name: str) -> DeploymentHandle:
+    """``alagging`` from a cell, registered as ``name`` (re-running the cell replaces it)."""
+
+    async def make() -> LaggingDeployment:
+        return await alagging(app, nodes=nodes, delay_ms=delay_ms, name=name)
+
+    return DeploymentHandle(name, runtime.run(runtime.register(name, make)))
