@@ -28,6 +28,7 @@ export class EventSocket {
     this.options = options || {};
     this.position = null; // {offset, epoch} of the last push (or position frame) received
     this.since = null; // the position a resume in flight started from, kept until it is answered
+    this.held = null; // pushes received while a resume is answered: delivered in offset order after it
     this.seen = new Set(); // "event offset" of recent pushes, in this.seenEpoch
     this.seenEpoch = null;
     this.listeners = new Map();
@@ -107,11 +108,38 @@ export class EventSocket {
       else pending.resolve(frame.data);
       return;
     }
+    this.deliver(frame);
+  }
+
+  // Hand one push to the listeners, once. While a resume is answered, live pushes may overtake
+  // the replayed ones: they are held, then delivered in offset order with the replay.
+  deliver(frame) {
     if (typeof frame.offset === "string" && typeof frame.epoch === "string") {
+      if (this.held && frame.event !== "position") {
+        this.held.push(frame);
+        return;
+      }
       if (frame.event !== "position" && !this.firstTime(frame.event, frame.offset, frame.epoch)) return;
       this.position = { offset: frame.offset, epoch: frame.epoch };
     }
     this.fire(frame.event, frame.data);
+  }
+
+  // Release the held pushes, oldest first ("MS-SEQ" or "N": integers compared in order; frames of
+  // several epochs as they came).
+  release() {
+    const held = this.held || [];
+    this.held = null;
+    const key = (frame) => frame.offset.split("-").map(Number);
+    const oneEpoch = held.every((frame) => frame.epoch === held[0].epoch);
+    const comparable = held.every((frame) => key(frame).every(Number.isSafeInteger));
+    if (oneEpoch && comparable) {
+      held.sort((a, b) => {
+        const [x, y] = [key(a), key(b)];
+        return x[0] - y[0] || (x[1] || 0) - (y[1] || 0);
+      });
+    }
+    for (const frame of held) this.deliver(frame);
   }
 
   // False for a push this page already had: the same event at the same offset, in this epoch.
@@ -135,16 +163,20 @@ export class EventSocket {
   resume(since) {
     const from = since || this.position;
     if (!from) return Promise.resolve(null);
+    const holding = this.held === null; // a resume within a resume leaves the release to the outer one
+    if (holding) this.held = [];
     return this.request("resume", { offset: from.offset, epoch: from.epoch }).then(
       (answer) => {
         if (this.since === from) this.since = null;
         if (answer && typeof answer.offset === "string" && typeof answer.epoch === "string") {
           this.position = { offset: answer.offset, epoch: answer.epoch };
         }
+        if (holding) this.release();
         this.fire("resumed", answer);
         return answer;
       },
       (error) => {
+        if (holding) this.release();
         // An answer from the server settles it; a lost connection keeps `since` for the next socket.
         if (error.code && this.since === from) this.since = null;
         if (error.code !== "too-old") throw error;
