@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -20,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_redis
 
 import labtools
 from labtools.apps.chat import ChatLimits, mailbox
 from labtools.apps.chat.store import Store
 from labtools.cluster.bus import RedisBus
+from labtools.deploy import RedisServer
 from labtools.events import AckError, EventClient, EventServer
 from labtools.sim.chat_users import ChatUser
 
 run = labtools.run
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Short heartbeats, so that a silent node is taken for gone in under a second.
 FAST = ChatLimits(heartbeat=0.2)
 
@@ -37,48 +37,13 @@ FAST = ChatLimits(heartbeat=0.2)
 # ----- a redis-server of this file's own (until labtools.deploy.redis replaces it) ----------
 
 
-class LocalRedis:
-    """``redis-server`` on a free port, nothing saved; ``kill`` and ``start`` again on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.directory = directory
-        self.process: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not listen on port {self.port}")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    if not os.access(REDIS_SERVER, os.X_OK):
-        message = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = LocalRedis(tmp_path)
-    server.start()
+def redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own (no persistence): some tests kill and restart it."""
+    require_redis()
+    server = labtools.run(RedisServer.start(appendonly=False))
     yield server
-    server.kill()
+    labtools.run(server.aclose())
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
@@ -92,7 +57,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str 
 # ----- the bus ------------------------------------------------------------------------------
 
 
-def test_the_bus_carries_json_between_nodes_and_skips_its_own(redis: LocalRedis) -> None:
+def test_the_bus_carries_json_between_nodes_and_skips_its_own(redis: RedisServer) -> None:
     async def main() -> None:
         a, b = RedisBus(redis.url, "demo", "a"), RedisBus(redis.url, "demo", "b")
         other_app = RedisBus(redis.url, "other", "c")
@@ -119,7 +84,7 @@ def test_the_bus_carries_json_between_nodes_and_skips_its_own(redis: LocalRedis)
     run(main())
 
 
-def test_the_bus_subscribes_again_after_redis_restarts(redis: LocalRedis) -> None:
+def test_the_bus_subscribes_again_after_redis_restarts(redis: RedisServer) -> None:
     async def main() -> None:
         a, b = RedisBus(redis.url, "demo", "a"), RedisBus(redis.url, "demo", "b")
         heard: list[dict] = []
@@ -134,7 +99,7 @@ def test_the_bus_subscribes_again_after_redis_restarts(redis: LocalRedis) -> Non
         await eventually(lambda: a.dropped == 1, what="the post is dropped")
         with pytest.raises(ConnectionError):
             await a.publish("news", {"n": "lost too"})
-        await asyncio.to_thread(redis.start)
+        await redis.restart()
         await eventually(lambda: reconnected == ["b"], what="b subscribes again and says so")
         await a.publish("news", {"n": "after"})
         await eventually(lambda: heard == [{"n": "after", "node": "a"}], what="messages flow again")
@@ -161,7 +126,7 @@ def test_an_unreachable_broker_fails_at_start(tmp_path: Path) -> None:
 # ----- the event server's adapter ------------------------------------------------------------
 
 
-def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: LocalRedis) -> None:
+def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: RedisServer) -> None:
     def node(name: str) -> EventServer:
         server: EventServer = EventServer("demo", bus=RedisBus(redis.url, "demo", name))
         server.on("join")(lambda client, room: client.join(room))
@@ -195,7 +160,7 @@ def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: LocalRe
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, redis: LocalRedis) -> Iterator[tuple[Any, Any]]:
+def nodes(tmp_path: Path, redis: RedisServer) -> Iterator[tuple[Any, Any]]:
     db = str(tmp_path / "chat.db")
     options = {"db": db, "broker": redis.url, "fast_hashing": True, "limits": FAST}
     a = labtools.serve("chat", name="chat-node-a", node="a", **options)
@@ -384,7 +349,7 @@ def test_a_gap_longer_than_a_resume_is_too_old(nodes, monkeypatch) -> None:
     run(main())
 
 
-def test_messages_sent_while_redis_is_down_arrive_once_it_is_back(nodes, redis: LocalRedis) -> None:
+def test_messages_sent_while_redis_is_down_arrive_once_it_is_back(nodes, redis: RedisServer) -> None:
     a, b = nodes
 
     async def main() -> None:
@@ -396,7 +361,7 @@ def test_messages_sent_while_redis_is_down_arrive_once_it_is_back(nodes, redis: 
         stored = await pedro.send(ana, "while Redis was down")  # stored and acknowledged all the same
         await asyncio.sleep(0.3)
         assert ana.inbox == []
-        await asyncio.to_thread(redis.start)
+        await redis.restart()
         await eventually(lambda: len(ana.inbox) == 1, timeout=8, what="the catch-up after the reconnection")
         assert ana.inbox[0][1] == stored
         await asyncio.sleep(0.3)
@@ -427,7 +392,7 @@ def test_many_messages_from_both_nodes_arrive_once_and_in_order(nodes) -> None:
     run(main())
 
 
-def test_a_broker_needs_a_shared_database_file(redis: LocalRedis) -> None:
+def test_a_broker_needs_a_shared_database_file(redis: RedisServer) -> None:
     with pytest.raises(ValueError, match="db=FILE"):
         labtools.serve("chat", name="chat-no-db", broker=redis.url, node="x")
 

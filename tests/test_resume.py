@@ -8,13 +8,7 @@ server here, and with two nodes sharing a Redis at the end.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,8 +18,6 @@ from labtools import serving
 from labtools.events import AckError, EventClient
 from labtools.sim.faults import FaultyProxy
 from labtools.sim.reconnect import Reconnecting
-
-REDIS_SERVER = "/usr/bin/redis-server"
 
 
 def say(text: str) -> dict[str, str]:
@@ -298,46 +290,8 @@ def test_reconnecting_recovers_what_was_missed_through_a_cut_link() -> None:
 # ----- two nodes through Redis -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway redis-server (no persistence) for this module's tests."""
-    if not os.path.exists(REDIS_SERVER) and not shutil.which("redis-server"):
-        if os.environ.get("CI"):
-            pytest.fail(f"redis-server not found at {REDIS_SERVER}: CI must install Debian's redis-server")
-        pytest.skip(f"redis-server not found at {REDIS_SERVER}: install Debian's redis-server to run this test")
-    folder: Path = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    executable = REDIS_SERVER if os.path.exists(REDIS_SERVER) else shutil.which("redis-server")
-    assert executable is not None
-    child = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        lt.stop_all()  # the nodes first: they hold connections to it
-        child.terminate()
-        child.wait(10)
-
-
-def test_a_client_resumes_on_another_node_with_exactly_what_it_missed(redis_url: str) -> None:
+def test_a_client_resumes_on_another_node_with_exactly_what_it_missed(redis_server) -> None:
+    redis_url = redis_server.url
     node_a = lt.serve("minichat", name="resume-node-a", broker=redis_url, node="a")
     node_b = lt.serve("minichat", name="resume-node-b", broker=redis_url, node="b")
 
