@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 import labtools
@@ -76,3 +78,16 @@ def redis_server() -> Iterator[RedisServer]:
     server = labtools.run(RedisServer.start())
     yield server
     labtools.run(server.aclose())
+
+
+def gone(pid: int, within: float) -> bool:
+    """Whether process ``pid`` ended (or is a zombie nobody reaped yet) within ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import redis
 import redis.asyncio
-from conftest import require_haproxy, require_redis, skip_or_fail
+from conftest import gone, require_haproxy, require_redis, skip_or_fail
 from websockets.sync.client import connect
 
 import labtools as lt
@@ -32,19 +32,6 @@ from labtools.serving import DeploymentHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGE = '{"event":"msg-to-server","data":{"text":"hi"}}'
-
-def gone(pid: int, within: float) -> bool:
-    """Whether process ``pid`` ended (or is a zombie nobody reaped yet) within ``within`` s."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
-
 
 async def set_then_get(url: str, key: str, value: str | None = None) -> bytes | None:
     client = redis.asyncio.Redis.from_url(url)

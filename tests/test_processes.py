@@ -7,11 +7,11 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+from conftest import gone
 from websockets.sync.client import connect
 
 from labtools import processes, runtime
@@ -25,18 +25,6 @@ server = processes.spawn("minichat")
 print(server.pid, server.url, flush=True)
 time.sleep(120)
 """
-
-
-def gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_spawn_serves_reports_cpu_and_memory_and_stops() -> None:

@@ -94,3 +94,19 @@ def _stop_running() -> None:
     for process in list(_running):
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             process.wait(5)
+
+
+class Program:
+    """A program of Debian's this module started (redis-server, haproxy): its process, once started."""
+
+    process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .children import find_program, free_port, kill_program, log_tail, start_program, stop_program
+from .children import Program, find_program, free_port, kill_program, log_tail, start_program, stop_program
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK = "check inter 500 fall 2 rise 1"
@@ -103,7 +103,7 @@ backend pages
 """
 
 
-class FrontDoor:
+class FrontDoor(Program):
     """One HAProxy process (see the module's docstring); not registered in the runtime."""
 
     def __init__(self, nodes: Sequence[tuple[str, int]], host: str, directory: Path) -> None:
@@ -136,15 +136,6 @@ class FrontDoor:
     @property
     def ws_url(self) -> str:
         return "ws" + self.url.removeprefix("http")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "not started"
-        return self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     @property
     def stats_socket(self) -> Path:

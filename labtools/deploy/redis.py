@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .children import find_program, free_port, kill_program, log_tail, start_program, stop_program
+from .children import Program, find_program, free_port, kill_program, log_tail, start_program, stop_program
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -37,7 +37,7 @@ def missing_message() -> str:
     return "redis-server is not installed: apt-get install redis-server (CI installs it)"
 
 
-class RedisServer:
+class RedisServer(Program):
     """One ``redis-server`` process (see the module's docstring); not registered in the runtime."""
 
     def __init__(self, port: int, directory: Path, appendonly: bool, owns_directory: bool) -> None:
@@ -68,15 +68,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "not started"
-        return self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     @property
     def log(self) -> Path:
