@@ -45,6 +45,11 @@ class Spread:
     def ws_url(self) -> str:
         return "ws" + self.url.removeprefix("http")
 
+    @property
+    def server(self) -> Any:
+        """The first node's server: its state, its errors."""
+        return self.nodes[0].server
+
     def read(self, fn: Callable[[Any], Any], within: float = 5.0) -> Any:
         if lt.runtime.in_loop_thread():
             raise RuntimeError("read the nodes from the test, not from a coroutine: waiting would block their loop")

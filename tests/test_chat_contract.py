@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 import pytest
+from deployments import MODES, deployed
 
 import labtools
 from labtools.events import AckError, EventClient
@@ -20,9 +21,12 @@ from labtools.sim.chat_users import ChatUser
 run = labtools.run
 
 
-@pytest.fixture
-def chat(tmp_path) -> Any:
-    server = labtools.serve("chat", name="test-chat", db=str(tmp_path / "chat.db"), fast_hashing=True)
+@pytest.fixture(params=MODES)
+def chat(request: pytest.FixtureRequest, tmp_path) -> Any:
+    """The chat on one node, on two nodes sharing its database through Redis (consecutive clients
+    on alternate nodes), and on two nodes behind the front door."""
+    redis = request.getfixturevalue("redis_server") if request.param != "one" else None
+    server = deployed("chat", request.param, redis, "test-chat", db=str(tmp_path / "chat.db"), fast_hashing=True)
     yield server
     server.stop()
 
