@@ -143,21 +143,22 @@ async def start(server: Server, host: str = "127.0.0.1", port: int = 0) -> Serve
     return server
 
 
-class ServerHandle:
-    """What a cell holds of a server that runs on the labtools loop."""
+class Handle:
+    """What a cell holds of anything serving an app, one server or a deployment: its name in
+    the runtime, its address (``url``, ``port``, ``ws_url``, ``page_url``) and ``stop``."""
 
-    def __init__(self, name: str, server: Server) -> None:
+    def __init__(self, name: str, target: Any) -> None:
         self.name = name
-        self.server = server
+        self.target = target
 
     @property
     def url(self) -> str:
-        """The server's own address, for clients in this kernel: ``http://127.0.0.1:PORT/``."""
-        return self.server.url
+        """The address for clients in this kernel: ``http://127.0.0.1:PORT/``."""
+        return self.target.url
 
     @property
     def port(self) -> int:
-        return self.server.port
+        return self.target.port
 
     @property
     def ws_url(self) -> str:
@@ -167,6 +168,20 @@ class ServerHandle:
     def page_url(self) -> str:
         """Where a browser reaches the app's page: through Binder's proxy when there is one."""
         return browser_url(self.port)
+
+    def stop(self) -> None:
+        runtime.run(runtime.unregister_and_close(self.name, self.target))
+
+    async def astop(self) -> None:
+        await runtime.arun(runtime.unregister_and_close(self.name, self.target))
+
+
+class ServerHandle(Handle):
+    """What a cell holds of a server that runs on the labtools loop."""
+
+    def __init__(self, name: str, server: Server) -> None:
+        super().__init__(name, server)
+        self.server = server
 
     def read(self, fn: Callable[[Any], T]) -> T:
         """``fn(state)`` on the loop thread: read the app's state without racing its handlers."""
@@ -187,12 +202,6 @@ class ServerHandle:
     def reset_stats(self) -> None:
         runtime.call(self.traffic.reset)
 
-    def stop(self) -> None:
-        runtime.run(runtime.unregister_and_close(self.name, self.server))
-
-    async def astop(self) -> None:
-        await runtime.arun(runtime.unregister_and_close(self.name, self.server))
-
     def __repr__(self) -> str:
         return f"<{self.name} server at {self.url}>"
 
@@ -209,41 +218,19 @@ def browser_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-class DeploymentHandle:
-    """What a cell holds of a deployed app (``serve(APP, nodes=N)``): the front door's address,
-    the nodes' addresses, and the ``deployment`` itself (``kill``, ``restart_node``, ``redis``)."""
+class DeploymentHandle(Handle):
+    """What a cell holds of a deployed app (``serve(APP, nodes=N)``): ``url`` is the front door,
+    ``node_urls`` the nodes', and ``deployment`` the deployment itself (``kill``, ``restart_node``,
+    ``redis``)."""
 
     def __init__(self, name: str, deployment: Deployment) -> None:
-        self.name = name
+        super().__init__(name, deployment)
         self.deployment = deployment
-
-    @property
-    def url(self) -> str:
-        """The front door, for clients in this kernel: ``http://127.0.0.1:PORT/``."""
-        return self.deployment.url
-
-    @property
-    def port(self) -> int:
-        return self.deployment.port
-
-    @property
-    def ws_url(self) -> str:
-        return self.deployment.ws_url
 
     @property
     def node_urls(self) -> list[str]:
         """Each node's own address (behind the front door)."""
         return self.deployment.node_urls
-
-    def page_url(self) -> str:
-        """Where a browser reaches the app's page through the front door (and Binder's proxy)."""
-        return browser_url(self.port)
-
-    def stop(self) -> None:
-        runtime.run(runtime.unregister_and_close(self.name, self.deployment))
-
-    async def astop(self) -> None:
-        await runtime.arun(runtime.unregister_and_close(self.name, self.deployment))
 
     def __repr__(self) -> str:
         return f"<{self.name}: {len(self.node_urls)} nodes behind {self.url}>"
