@@ -34,7 +34,7 @@ run = labtools.run
 FAST = ChatLimits(heartbeat=0.2)
 
 
-# ----- a redis-server of this file's own (until labtools.deploy.redis replaces it) ----------
+# ----- a redis-server of the test's own ------------------------------------------------------
 
 
 @pytest.fixture
@@ -234,6 +234,33 @@ def test_accounts_messages_typing_and_presence_cross_nodes(nodes) -> None:
 
 def online_by_name(users: list[dict[str, Any]]) -> dict[str, bool]:
     return {user["name"]: user["online"] for user in users}
+
+
+def test_a_user_still_online_on_another_node_is_not_announced_again(nodes) -> None:
+    """Ana has a tab on each node; closing the one on node a changes nothing for anyone: she is
+    still online (on b), so no new ``user-list`` goes out (PROTOCOL.md: only when a user's first
+    connection opens or last one closes)."""
+    a, b = nodes
+
+    async def main() -> None:
+        pedro = await ChatUser("Pedro").sign_up(a.url)
+        ana = await ChatUser("Ana").sign_up(a.url)
+        watcher = await EventClient.connect(a.url)
+        await watcher.request("auth", {"token": pedro.token})
+        await watcher.wait_for("user-list", where=lambda d: len(d) == 2 and all(u["online"] for u in d))
+        other_tab = await Tab().open(b.url, ana.token)
+        await asyncio.sleep(4 * FAST.presence_window)
+        before = len(watcher.events("user-list"))
+        await ana.disconnect()  # her tab on a: her last socket there, not her last one
+        await asyncio.sleep(4 * FAST.presence_window + 0.2)
+        assert len(watcher.events("user-list")) == before
+        await other_tab.close()  # now her last one: everyone hears she left
+        gone = await watcher.wait_for("user-list", where=lambda d: {u["name"]: u["online"] for u in d}["Ana"] is False)
+        assert {u["name"]: u["online"] for u in gone} == {"Pedro": True, "Ana": False}
+        await watcher.aclose()
+        await pedro.disconnect()
+
+    labtools.run(main())
 
 
 def test_a_users_of_a_stopped_or_silent_node_go_offline(nodes) -> None:

@@ -91,7 +91,8 @@ class Replica(Replicated):
             self.server.close_soon(client, CLOSE_FELL_BEHIND, "this node fell behind: reconnect and resume")
 
     def reset(self, state: Any) -> None:
-        """The log restarted (another epoch): the old tail's offsets mean nothing now."""
+        """The state was restored from the log (another epoch, or this node fell behind what it
+        keeps): the old tail's offsets mean nothing now."""
         super().reset(state)
         self.tail.clear()
         self.ahead.clear()

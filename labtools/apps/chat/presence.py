@@ -74,6 +74,7 @@ class Presence:
         """Make ``client`` a socket of ``uid`` (closing the user's oldest past the cap); send it the list."""
         client.state["uid"] = uid
         client.name = self.users[uid]["name"]
+        was_online = self.is_online(uid)  # here, or on another node
         sockets = self.connections.setdefault(uid, {})
         while len(sockets) >= self.max_sockets:
             self._evict(sockets, next(iter(sockets)))
@@ -83,7 +84,7 @@ class Presence:
         client.join(user_room(uid))
         client.emit("user-list", self.user_list())
         if first:
-            self.changed(uid)
+            self._local_change(uid, announce=not was_online)
 
     def detach(self, client: Client) -> None:
         """Forget a closed socket; its user goes offline with their last one."""
@@ -95,7 +96,7 @@ class Presence:
         self._leave(client, uid)
         if not sockets:
             self.connections.pop(uid, None)
-            self.changed(uid)
+            self._local_change(uid, announce=not self.is_online(uid))
 
     def _evict(self, sockets: dict[Client, None], client: Client) -> None:
         """Detach ``client`` from its user's ``sockets`` now (no more deliveries), then close it."""
@@ -123,6 +124,18 @@ class Presence:
     def changed(self, uid: str) -> None:
         """Note that ``uid``'s presence (or existence) changed; announce it at the end of the window."""
         self._changed[uid] = None
+        self._end_window_later()
+
+    def _local_change(self, uid: str, *, announce: bool) -> None:
+        """This node gained ``uid``'s first socket or lost its last: the window's end tells the other
+        nodes (``on_window``); the sockets hear of it only if ``uid`` is online, all nodes together,
+        when it was not before, or the other way round (``announce``)."""
+        if announce:
+            self.changed(uid)
+        else:
+            self._end_window_later()
+
+    def _end_window_later(self) -> None:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.window, self.announce)
 
