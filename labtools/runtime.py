@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -118,6 +119,15 @@ def call(fn: Callable[[], T]) -> T:
         return fn()
 
     return run(wrapper())
+
+
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel ``task`` (None: nothing) and wait until it has ended: its cancellation is not an error."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def register(name: str, start: Callable[[], Awaitable[Any]]) -> Any:

@@ -63,9 +63,11 @@ class Log(Protocol):
 
     epoch: str
 
-    async def open(self, initial: Any, apply: Apply, *, tail: int = 0) -> Opened:
+    async def open(self, initial: Any, apply: Apply, *, tail: int = 0, state_now: Callable[[], Any] | None = None,
+                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None) -> Opened:
         """Connect and say where to start (``initial`` when the log has no state yet), with up
-        to ``tail`` recent entries."""
+        to ``tail`` recent entries. ``state_now`` and ``reset`` (a stateful app) or ``gap`` (a
+        stateless one) are called when the history under a node is lost or it fell behind."""
         ...
 
     async def follow(self) -> Offset:
@@ -96,7 +98,10 @@ class MemoryLog:
         self._apply: Apply | None = None
         self._count = 0
 
-    async def open(self, initial: Any, apply: Apply, *, tail: int = 0) -> Opened:
+    async def open(self, initial: Any, apply: Apply, *, tail: int = 0, state_now: Callable[[], Any] | None = None,
+                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None) -> Opened:
+        """Start empty. ``state_now``, ``reset`` and ``gap`` are never called: one process holds
+        the only copy, applied as it is appended, so it never loses or falls behind its history."""
         self._apply = apply
         return Opened(initial, START)
 

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .. import runtime
 from .log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
 
 BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
@@ -246,9 +247,6 @@ class RedisLog:
             await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, offset[0], offset[1], json.dumps(state))
 
     async def aclose(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        await runtime.cancel(self._follower)
+        self._follower = None
         await self.redis.aclose()

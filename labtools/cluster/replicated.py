@@ -102,10 +102,11 @@ class Replicated:
     async def join(self, *, tail: int = 0) -> Opened:
         """Open the log and restore the state it holds (a node that starts later catches up)."""
         initial = None if self.stateless else self.machine.snapshot()
-        hooks: dict[str, Any] = {}
-        if not isinstance(self.log, MemoryLog):
-            hooks = {"gap": self.gap} if self.stateless else {"state_now": self.machine.snapshot, "reset": self.reset}
-        opened: Opened = await self.log.open(initial, self._apply, tail=tail, **hooks)  # type: ignore[call-arg]
+        if self.stateless:
+            opened = await self.log.open(initial, self._apply, tail=tail, gap=self.gap)
+        else:
+            opened = await self.log.open(initial, self._apply, tail=tail, state_now=self.machine.snapshot,
+                                         reset=self.reset)
         if opened.state is not None:
             self.machine.restore(opened.state)
         self.offset = opened.offset

@@ -255,9 +255,7 @@ class CrowdRun:
         try:
             yield
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await runtime.cancel(sampler)
 
     async def play(self) -> None:
         """Send the schedule's messages on time, open loop, until ``duration``; wait for the sends."""

@@ -17,7 +17,6 @@ whole crowd at once, again and again; with full jitter the attempts spread out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -174,10 +173,7 @@ class Reconnecting:
 
     async def aclose(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await runtime.cancel(self._task)
         if self.client is not None:
             await self.client.aclose()
 

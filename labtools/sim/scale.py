@@ -525,9 +525,7 @@ async def ameasure_transport(server: processes.ChildServer, mode: str, users: in
         target = _Unmetered(server.url) if mode == "websocket" else server.url
         result = await crowd(target, users=users, mode=mode, **workload)
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        await runtime.cancel(sampler)
     return TransportResult(mode, users, result, server.cpu_seconds() - cpu0, rss0, peak)
 
 

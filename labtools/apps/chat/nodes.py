@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ... import runtime
 from ...cluster.bus import Bus
 from ...events import EventServer
 from .mailbox import Mailbox
@@ -104,10 +105,7 @@ class SharedMailbox(Mailbox):
 
     async def close(self) -> None:
         self._closed = True
-        if self._catching is not None:
-            self._catching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._catching
+        await runtime.cancel(self._catching)
 
 
 class Nodes:
@@ -144,11 +142,8 @@ class Nodes:
 
     async def close(self) -> None:
         """Stop beating and tell the others this node's users are gone (not in three heartbeats)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await runtime.cancel(self._task)
+        self._task = None
         for task in list(self._learning):
             task.cancel()
         await asyncio.gather(*self._learning, return_exceptions=True)
