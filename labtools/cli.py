@@ -1,8 +1,10 @@
-"""The command line: run one lesson server outside the notebook until Ctrl-C or SIGTERM.
+"""The command line: run one server outside the notebook until Ctrl-C or SIGTERM.
 
-``--broker redis://HOST:PORT[/DB]`` makes the server one node of several sharing through that
-Redis, ``--node NAME`` names it (lesson 11; ``labtools.deploy`` starts such nodes). Both go to
-the app's ``build`` only when given, so an app runs as before without them.
+``APP`` is a lesson app's name or the learner's own build function, ``PATH.py:build`` or
+``module:function``, served exactly as a lesson app is. ``--broker redis://HOST:PORT[/DB]``
+makes the server one node of several sharing through that Redis (its adapter, attached after
+the build: the app's code is the same), ``--node NAME`` names it (lesson 11; ``labtools.deploy``
+starts such nodes).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from .cluster.redis_log import check_broker_url
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m labtools", description="The course's lesson servers.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run a lesson server until Ctrl-C or SIGTERM")
-    serve.add_argument("app", choices=list(serving.APPS))
+    serve = commands.add_parser("serve", help="run a lesson server (or yours) until Ctrl-C or SIGTERM")
+    serve.add_argument("app", type=app_name, metavar="APP",
+                       help=f"{', '.join(serving.APPS)}, or your own build function: PATH.py:build or module:function")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (the default)")
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
@@ -32,6 +35,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     # labtools.processes: stop when stdin reaches end of file (the parent that holds its pipe died).
     serve.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def app_name(app: str) -> str:
+    """``APP``: a lesson app's name or a build function's place, refused with the forms to use."""
+    if app in serving.APPS or serving.is_spec(app):
+        return app
+    raise argparse.ArgumentTypeError(f"{app!r} is neither a lesson app ({', '.join(serving.APPS)}) "
+                                     "nor a build function given as PATH.py:build or module:function")
 
 
 def broker_url(url: str) -> str:
@@ -73,11 +84,14 @@ async def serve(
     broker: str | None = None,
     node: str | None = None,
 ) -> None:
-    given = {"db": db, "broker": broker, "node": node}
-    options: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    options: dict[str, Any] = {"db": db} if db is not None else {}
     if db is not None and app != "chat":
         raise SystemExit(f"--db is for the chat app, not {app!r}")
-    server = await serving.start(serving.build(app, **options), host, port)
+    try:
+        server = serving.build(app, broker=broker, node=node, **options)
+    except (ValueError, TypeError) as error:  # a learner's file or function that is not there
+        raise SystemExit(f"labtools serve {app}: {error}") from None
+    server = await serving.start(server, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

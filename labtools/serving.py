@@ -5,6 +5,9 @@ A server is anything with the shape ``Server`` below: ``await start(host, port)`
 
 * the name of a lesson app (``"polling"``, ``"minichat"``, ...): its module's ``build(**options)``
   makes the server;
+* a learner's build function by where it lives: ``"my_app.py:build"`` (a file) or
+  ``"my_package.my_app:build"`` (an importable module), exactly as ``python -m labtools serve``
+  takes it;
 * a build function of the learner's (``serve(my_build, **options)``), called with the options;
 * a server object not yet started (an ``EventServer`` with the learner's handlers, a
   ``HandmadeServer``);
@@ -16,24 +19,32 @@ It starts the server on the labtools loop under a name, so running the same cell
 the server instead of failing with "address already in use", and hands the cell a
 ``ServerHandle`` with a plain sync API.
 
-``serve("chat", nodes=2)`` deploys a lesson app as several processes instead (lesson 11):
+How a server talks to other nodes is decided here, after the app's ``build()`` and never in it:
+``broker=URL`` attaches a ``RedisAdapter`` (``server.use``), so this kernel's server is one node
+of an app whose other nodes use the same Redis. ``serve("chat", nodes=2)`` (or
+``serve("my_app.py:build", nodes=2)``) deploys the app as several processes instead (lesson 11):
 Redis, the nodes and HAProxy in front, a ``labtools.deploy.Deployment``; the cell gets a
-``DeploymentHandle`` whose ``url`` is the front door. ``broker=URL`` without ``nodes`` is an
-option of the app's build like any other: this kernel's server then shares through that Redis.
+``DeploymentHandle`` whose ``url`` is the front door.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
+import re
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from websockets.asyncio.server import Server as WebsocketsServer
 
 from . import runtime
-from .deploy.cluster import Deployment
+from .cluster.adapter import RedisAdapter
+from .deploy.deployment import Deployment
+from .events.adapter import LocalAdapter
 from .measure.metrics import Traffic
 
 T = TypeVar("T")
@@ -67,12 +78,70 @@ class Server(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: ``PATH.py:function`` or ``package.module:function``: a learner's build function by where it lives.
+SPEC = re.compile(r"(?P<where>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
+
+
 def app_module(app: str) -> Any:
     """The module that implements ``app`` (a name of ``APPS`` or ``EXPERIMENTS``)."""
     modules = APPS | EXPERIMENTS
     if app not in modules:
-        raise ValueError(f"unknown app {app!r}; choose one of {', '.join(modules)}")
+        raise ValueError(f"unknown app {app!r}; choose one of {', '.join(modules)}, "
+                         "or give your own build function as PATH.py:build or module:function")
     return importlib.import_module(modules[app])
+
+
+def is_spec(app: str) -> bool:
+    """Whether ``app`` names a build function by where it lives (``PATH.py:build``, ``module:function``)."""
+    return SPEC.fullmatch(app) is not None
+
+
+def absolute_spec(app: str) -> str:
+    """``app`` with its file made absolute (``my_app.py:build`` -> ``/home/.../my_app.py:build``),
+    so that processes started elsewhere find the same file; a lesson app's name or a module as is."""
+    match = SPEC.fullmatch(app)
+    if match is None or not match["where"].endswith(".py"):
+        return app
+    return f"{Path(match['where']).resolve()}:{match['function']}"
+
+
+def builder(app: str) -> Callable[..., Any]:
+    """The build function ``app`` names: a lesson app's, or a learner's by ``PATH.py:build`` or
+    ``module:function``. A learner's file is loaded afresh each time (it may have been edited)."""
+    match = SPEC.fullmatch(app)
+    if match is None:
+        return app_module(app).build
+    where, function = match["where"], match["function"]
+    if where.endswith(".py"):
+        module = load_file(Path(where))
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as error:
+            raise ValueError(f"{app}: cannot import module {where!r} ({error})") from None
+    build_function = getattr(module, function, None)
+    if not callable(build_function):
+        raise ValueError(f"{app}: {where} has no function {function!r}")
+    return build_function
+
+
+def load_file(path: Path) -> Any:
+    """Import the learner's file ``path`` as a module of its own (registered under a name of its
+    path, so that dataclasses and pickling find it)."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (write it first, e.g. with %%writefile {path.name})")
+    name = "labtools_app_" + re.sub(r"\W", "_", str(path.with_suffix("")))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 class PlainWebsockets:
@@ -106,10 +175,33 @@ class PlainWebsockets:
             await server.wait_closed()
 
 
-def build(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
-    """The server ``app`` names, makes or is, not started yet."""
+def build(app: str | Callable[..., Server] | Server, *, broker: str | None = None, node: str | None = None,
+          **options: Any) -> Server:
+    """The server ``app`` names, makes or is, not started yet; with ``broker``, one node of an
+    app whose nodes share that Redis (``node`` names it)."""
+    server = make(app, **options)
+    if broker is not None or node is not None:
+        use = getattr(server, "use", None)
+        if use is None:
+            raise TypeError(f"{default_name(app)!r} has no adapter (use() an adapter: an EventServer or the "
+                            "polling server): it cannot run as one of several nodes")
+        use(RedisAdapter(broker, node) if broker is not None else LocalAdapter(node))
+    if isinstance(app, str) and app.partition(":")[0].endswith(".py"):
+        page_beside(server, Path(app.partition(":")[0]))
+    return server
+
+
+def page_beside(server: Server, path: Path) -> None:
+    """A learner's ``page=Path("my_page")`` is the folder beside their file, wherever it runs."""
+    page = getattr(server, "page", None)
+    if isinstance(page, Path) and not page.is_absolute():
+        server.page = path.resolve().parent / page  # type: ignore[attr-defined]
+
+
+def make(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
+    """The server ``app`` names, makes or is (see the module's docstring)."""
     if isinstance(app, str):
-        return app_module(app).build(**options)
+        app = builder(app)
     if isinstance(app, Server):
         if options:
             raise TypeError(f"{sorted(options)}: options go to an app's name or a build function, not a server")
@@ -124,6 +216,25 @@ def build(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
             raise TypeError(f"{getattr(app, '__name__', app)!r} returned {server!r}, not a server (start, url, aclose)")
         return server
     raise TypeError(f"serve() takes an app's name, a build function or a server, not {app!r}")
+
+
+def deployable(app: Any, options: dict[str, Any]) -> str:
+    """What ``nodes=`` deploys: a lesson app's name, or a learner's build by where it lives (its
+    file made absolute). Every node is a process of its own that imports the build function, so
+    a function defined in a cell (which no other process can import) is refused."""
+    if not isinstance(app, str):
+        what = getattr(app, "__name__", type(app).__name__)
+        raise ValueError(f"nodes= starts processes that import your build function, and {what!r} lives in this "
+                         "kernel only: write it to a file (%%writefile my_app.py) and serve "
+                         '"my_app.py:build" with nodes=')
+    if not (app in APPS or is_spec(app)):
+        raise ValueError(f"nodes= deploys a lesson app ({', '.join(APPS)}) or your build function as "
+                         f"PATH.py:build or module:function, not {app!r}")
+    if is_spec(app) and options:
+        raise TypeError(f"{sorted(options)}: with nodes=, your build() is called with no options "
+                        "(each node runs it as it is)")
+    builder(app)  # fail here, with the reason, rather than in every node's process
+    return absolute_spec(app)
 
 
 def default_name(app: str | Callable[..., Server] | Server) -> str:
@@ -250,15 +361,12 @@ async def astart(
     with ``nodes``, deploy it as that many processes behind a front door on ``port``."""
     name = name or default_name(app)
     if nodes is not None:
-        if not isinstance(app, str) or app not in APPS:
-            raise ValueError(f"nodes= deploys a lesson app by its name ({', '.join(APPS)}), not {app!r}")
-        deployment = await Deployment.start(app, nodes=nodes, broker=broker, name=name, host=host, port=port, **options)
+        deployment = await Deployment.start(deployable(app, options), nodes=nodes, broker=broker, name=name,
+                                            host=host, port=port, **options)
         return DeploymentHandle(name, deployment)
-    if broker is not None:
-        options["broker"] = broker
 
     async def make() -> Server:
-        return await start(build(app, **options), host, port)
+        return await start(build(app, broker=broker, **options), host, port)
 
     return ServerHandle(name, await runtime.register(name, make))
 
@@ -276,9 +384,10 @@ def serve(
     """Start ``app`` (a lesson app's name, a build function or a server) on the labtools loop.
 
     A server of the same ``name`` (by default the app's) is stopped first, so re-running the
-    cell replaces it. ``nodes=N`` deploys a lesson app as N processes sharing through Redis
-    (``broker``, or one started for them) behind HAProxy, and returns a ``DeploymentHandle``;
-    ``broker`` alone goes to the app's build (this kernel's server shares through that Redis).
+    cell replaces it. ``nodes=N`` deploys the app (a lesson app's name, or ``"my_app.py:build"``)
+    as N processes sharing through Redis (``broker``, or one started for them) behind HAProxy,
+    and returns a ``DeploymentHandle``; ``broker`` alone makes this kernel's server one node
+    of an app whose nodes share that Redis (its adapter, attached after the build).
     """
     return runtime.run(astart(app, name=name, host=host, port=port, nodes=nodes, broker=broker, **options))
 

@@ -8,10 +8,15 @@ fails the test instead of hiding it."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -91,3 +96,81 @@ def gone(pid: int, within: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# --- markers: browser, redis, notebook, slow (registered in pyproject.toml) ------------------------
+#
+# Assigned here, from what a test uses, never by a ``pytestmark`` in the test files:
+#
+# * ``notebook`` and ``slow``: every nbval cell (the items of the ``.ipynb`` files);
+# * ``browser`` and ``slow``: a test that uses the ``browser`` fixture (directly or through one
+#   of its fixtures), or whose code or fixtures launch Playwright/Chromium, and every test of
+#   ``BROWSER_MODULES``;
+# * ``redis``: a test that uses ``redis_server`` (or a fixture of its own that starts a
+#   ``RedisServer``), whose code or fixtures call ``require_redis``/``require_haproxy`` or start a
+#   ``RedisServer``, ``FrontDoor`` or ``Deployment``, or that runs in a two-node or front-door mode
+#   of ``deployments.MODES``;
+# * ``slow``: every test of ``SLOW_MODULES`` (but those of ``QUICK_TESTS``), every test that uses
+#   a fixture of ``SLOW_FIXTURES`` and every test named in ``SLOW_TESTS`` (measured with
+#   ``--durations``: about 10 s or more on a 2-core machine).
+#
+# ``pytest -m "not slow"`` is then the inner loop: unit, contract, hardening and Redis tests.
+
+BROWSER_MODULES = {"test_run_all.py"} | {p.name for p in Path(__file__).parent.glob("test_browser_*.py")}
+SLOW_MODULES = {
+    "test_run_all.py",  # Run All of every notebook, then every cell again, twice
+    "test_benchmarks.py",  # the benchmarks' smoke passes, each a subprocess: minutes
+}
+QUICK_TESTS = {"test_benchmarks.py::test_there_are_benchmarks"}  # in a slow module, but reads files only
+SLOW_FIXTURES = {  # fixture: why
+    "jupyter": "starts a real JupyterLab (test_binder_proxy.py): ~4 s before the test begins",
+    "busy_core": "keeps a core busy for Run All (test_run_all.py)",
+}
+SLOW_TESTS = {  # "module::test" (every parametrization of it): why, as measured
+    "test_scale.py::test_measurements_calibrate_the_cost_model": "9 s on 2 idle cores, over 10 s on busy ones",
+}
+REDIS_FIXTURES = {"redis_server", "redis_url"}
+REDIS_MODES = {"two-nodes", "front-door"}  # deployments.MODES that need Redis (and HAProxy)
+BROWSER_CODE = re.compile(r"\b(?:sync_playwright|async_playwright|chromium\.launch)\b")
+REDIS_CODE = re.compile(r"\b(?:require_redis|require_haproxy|RedisServer\.start|FrontDoor\.start|Deployment\.start)\(")
+
+
+@functools.cache
+def _source(function: Callable[..., Any]) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def _code(item: pytest.Item) -> str:
+    """The source of the test function and of every fixture it needs (transitively)."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info is not None else ()):
+        functions.extend(definition.func for definition in definitions)
+    return "\n".join(_source(function) for function in functions if function is not None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.name
+        if item.path.suffix == ".ipynb" or type(item).__name__ == "IPyNbCell":
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.slow)
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        code = _code(item)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        name = f"{module}::{getattr(item, 'originalname', item.name)}"
+        if "browser" in fixtures or module in BROWSER_MODULES or BROWSER_CODE.search(code):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+        if fixtures & REDIS_FIXTURES or REDIS_CODE.search(code) or any(
+            isinstance(value, str) and value in REDIS_MODES for value in params.values()
+        ):
+            item.add_marker(pytest.mark.redis)
+        slow_module = module in SLOW_MODULES and name not in QUICK_TESTS
+        if slow_module or name in SLOW_TESTS or fixtures & SLOW_FIXTURES.keys():
+            item.add_marker(pytest.mark.slow)

@@ -84,7 +84,7 @@ def test_a_broker_that_is_not_a_redis_url_is_refused_clearly(url: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "given"),
     [
-        ([], {}),
+        ([], {"broker": None, "node": None}),
         (["--broker", "redis://127.0.0.1:6379/1", "--node", "node7"],
          {"broker": "redis://127.0.0.1:6379/1", "node": "node7"}),
     ],
@@ -93,8 +93,8 @@ def test_a_broker_that_is_not_a_redis_url_is_refused_clearly(url: str) -> None:
 def test_broker_and_node_reach_the_apps_build_only_when_given(
     argv: list[str], given: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The apps take ``broker`` and ``node`` (issue 13); an app's build is stubbed here so that
-    the command line is tested alone."""
+    """``--broker`` and ``--node`` reach serving's build, which attaches the adapter (the app's own
+    build never sees them); the build is stubbed here so that the command line is tested alone."""
     built: list[dict] = []
 
     class Built(Exception):

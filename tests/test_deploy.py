@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 from conftest import gone, require_haproxy, require_redis, skip_or_fail
+from waiting import wait_until
 from websockets.sync.client import connect
 
 import labtools as lt
@@ -57,15 +57,6 @@ def socket_node(ws_url: str, origin: str | None = None) -> str:
         ws.send(MESSAGE)
         assert "msg-from-server" in str(ws.recv(timeout=5))
         return ws.response.headers["X-Served-By"]
-
-
-def wait_for(predicate, within: float = 5) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -157,11 +148,11 @@ def test_a_dead_node_is_taken_out_and_comes_back(front_door: FrontDoor) -> None:
     second = front_door.test_nodes[1]  # type: ignore[attr-defined]
     port = second.port
     second.stop()
-    assert wait_for(lambda: front_door.stats()["node2"]["status"] == "DOWN", within=3)
+    wait_until(lambda: front_door.stats()["node2"]["status"] == "DOWN", within=3, what="HAProxy to mark node2 DOWN")
     assert {socket_node(front_door.ws_url) for _ in range(4)} == {"node1"}
     assert {served_by(front_door.url)[0] for _ in range(4)} == {"node1"}
     lt.serve("minichat", name="deploy-test-node2", port=port)
-    assert wait_for(lambda: front_door.stats()["node2"]["status"] == "UP", within=3)
+    wait_until(lambda: front_door.stats()["node2"]["status"] == "UP", within=3, what="HAProxy to mark node2 UP")
     assert {socket_node(front_door.ws_url) for _ in range(4)} == {"node1", "node2"}
 
 
@@ -229,7 +220,8 @@ def test_a_deployment_runs_nodes_behind_the_front_door_and_survives_a_killed_nod
         assert {socket_node(deployment.ws_url) for _ in range(4)} == {"node1"}  # redispatched, then out
         lt.run(deployment.restart_node(1))
         assert deployment.nodes[1].port == port and deployment.nodes[1].alive
-        assert wait_for(lambda: deployment.front_door.stats()["node2"]["status"] == "UP", within=3)  # type: ignore[union-attr]
+        wait_until(lambda: deployment.front_door.stats()["node2"]["status"] == "UP",  # type: ignore[union-attr]
+                   within=3, what="HAProxy to mark the restarted node2 UP")
         assert "2 of 2 nodes running" in repr(deployment)
     finally:
         deployment.stop()
@@ -281,9 +273,11 @@ def test_serve_with_nodes_hands_the_cell_the_front_door() -> None:
         lt.stop_all()
 
 
-def test_serve_with_nodes_takes_a_lesson_apps_name_only() -> None:
-    with pytest.raises(ValueError, match="nodes= deploys a lesson app"):
+def test_serve_with_nodes_takes_an_app_by_name_or_by_file_only() -> None:
+    with pytest.raises(ValueError, match="%%writefile my_app.py"):  # a function in a cell: no process can import it
         lt.serve(lambda: None, nodes=2)
+    with pytest.raises(ValueError, match="PATH.py:build or module:function"):
+        lt.serve("no such app", nodes=2)
     with pytest.raises(ValueError, match="at least one node"):
         lt.serve("minichat", nodes=0)
 

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 import labtools
 from labtools.events import AckError, Client, EventClient, EventError, EventServer
 from labtools.events.limits import MAX_FRAME
-from labtools.events.server import require
+from labtools.events import require
 
 run = labtools.run
 
@@ -46,8 +46,10 @@ def build(**options: Any) -> EventServer:
 
     @server.on("to-room")
     def to_room(client: Client, data: Any) -> int:
+        """Broadcast to a room; acknowledged with how many members it has on this node."""
         require(isinstance(data, dict) and isinstance(data.get("room"), str), "needs {room}")
-        return server.broadcast("room-message", data.get("text"), to=data["room"])
+        server.broadcast("room-message", data.get("text"), to=data["room"])
+        return len(server.rooms.members(data["room"]))
 
     @server.on("needs-number")
     def needs_number(client: Client, data: Any) -> int:

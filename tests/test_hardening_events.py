@@ -24,7 +24,7 @@ from websockets.frames import Frame, Opcode
 import labtools
 from labtools import serving
 from labtools.events import AckError, Client, EventClient, EventServer
-from labtools.events import server as server_module
+from labtools.events import dispatch as dispatch_module
 from labtools.events.limits import MIB, Limits
 
 run = labtools.run
@@ -296,13 +296,13 @@ def test_the_total_buffer_cap_cuts_the_largest_backlogs_first() -> None:
 
 def test_a_stream_of_large_frames_is_refused_without_being_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[int] = []
-    decode = server_module.decode_emit
+    decode = dispatch_module.decode_emit
 
     def counting_decode(text: str) -> Any:
         parsed.append(len(text))
         return decode(text)
 
-    monkeypatch.setattr(server_module, "decode_emit", counting_decode)
+    monkeypatch.setattr(dispatch_module, "decode_emit", counting_decode)
 
     async def scenario() -> None:
         server = await started(echo_server())
@@ -351,7 +351,7 @@ def test_a_weighted_event_takes_its_cost_and_says_when_to_retry() -> None:
             assert refused.value.code == "rate-limited"
             assert 1 < refused.value.retry_after < 10  # about 30 frames more at 10/s
             assert await pedro.request("echo", 1) == 1  # the refused login took one frame only
-            assert "login" in server.handlers and server.costs["echo"] == 1
+            assert "login" in server.dispatcher.handlers and server.dispatcher.costs["echo"] == 1
         finally:
             await pedro.aclose()
             await server.aclose()

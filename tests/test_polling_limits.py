@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from http_helpers import post, request
+from waiting import wait_until
 
 import labtools as lt
 from labtools.polling.client import HttpClient
@@ -52,15 +53,6 @@ def small() -> Iterator[lt.ServerHandle]:
     handle.stop()
 
 
-def wait_until(predicate, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 # ----- 1. half-sent requests and too many connections ---------------------------------------------
 
 
@@ -73,7 +65,7 @@ def test_slowloris_connections_are_closed_and_a_bystander_is_answered() -> None:
         assert stats.status == 200 and "total" in stats.json()
         assert all(closed_by_server(s) for s in sockets)
         assert time.monotonic() - started < 15
-        assert wait_until(lambda: handle.server.gate.open == 0)
+        wait_until(lambda: handle.server.gate.open == 0, within=10, what="the gate to count no open connection")
     finally:
         for s in sockets:
             s.close()
@@ -113,7 +105,7 @@ def test_beyond_the_connection_cap_newcomers_get_503_and_the_others_are_untouche
     handle = lt.serve("polling", name="test-cap", head_timeout=30, max_connections=20)
     sockets = raw_partial_heads(handle, 20)
     try:
-        assert wait_until(lambda: handle.server.gate.open == 20)
+        wait_until(lambda: handle.server.gate.open == 20, within=10, what="the gate to count 20 open connections")
         with socket.create_connection(address(handle), timeout=10) as late:
             answer = b""
             while chunk := late.recv(4096):
@@ -125,7 +117,7 @@ def test_beyond_the_connection_cap_newcomers_get_503_and_the_others_are_untouche
     finally:
         for s in sockets:
             s.close()
-    assert wait_until(lambda: handle.server.gate.open == 0)
+    wait_until(lambda: handle.server.gate.open == 0, within=10, what="the gate to count no open connection")
     assert request(handle.url, "GET", "/stats").status == 200
     handle.stop()
 

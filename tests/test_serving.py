@@ -3,6 +3,7 @@ or a learner's own ``EventServer``; ``lt.show`` prints the code that runs."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -61,10 +62,24 @@ def test_options_for_a_server_object_or_garbage_are_refused_clearly() -> None:
 
 
 def test_app_state_is_read_on_the_loop_thread() -> None:
+    """``read(fn)`` calls ``fn`` on the labtools loop's thread (where the handlers mutate the
+    state), never on the caller's, and hands its result back."""
+
+    async def loop_thread() -> int:
+        return threading.get_ident()
+
     handle = lt.serve("bands", name="test-serving-bands")
     try:
-        names = handle.read(lambda board: [band.name for band in board.bands.values()])
-        assert names[0] == "Metallica"
+        seen: list[tuple[int, bool]] = []
+
+        def names(board: Any) -> list[str]:
+            seen.append((threading.get_ident(), lt.runtime.in_loop_thread()))
+            return [band.name for band in board.bands.values()]
+
+        assert handle.read(names)[0] == "Metallica"
+        loop_ident = lt.run(loop_thread())
+        assert loop_ident != threading.get_ident()  # the loop runs in a thread of its own
+        assert seen == [(loop_ident, True)], f"fn ran on thread {seen}, the loop's is {loop_ident}"
     finally:
         handle.stop()
 

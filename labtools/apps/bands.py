@@ -11,11 +11,11 @@ against sending only the change, so the server also speaks an opt-in extension:
   is how a delta client that sees a gap in ``v`` heals itself.
 
 State (``BandBoard``) is kept apart from the transport (``build``) so that the lesson can apply
-the same changes to a client-side copy and compare. Handlers validate a frame and hand the
-change to the app's log (``Replica.submit``); ``BandBoard.apply`` makes it, in the log's order,
-on every node that serves the app (one by default; lesson 11 runs several), so no vote is lost
-or counted twice. A new band's id is drawn by the handler, before the log, so that every node
-gives it the same one.
+the same changes to a client-side copy and compare. Handlers validate a frame and ask the
+server for the change (``server.update``); the server applies it in one order on every node that
+serves the app (one by default; lesson 11 runs several), so no vote is lost or counted twice.
+A new band's id is drawn by the handler, before the change, so that every node gives it the
+same one. Clients are in one of two rooms: ``lists`` (the default) or ``deltas``.
 """
 
 from __future__ import annotations
@@ -24,15 +24,13 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..cluster.replica import Applied, Push, Replica, make_log
-from ..events import Client, EventServer
-from ..events.server import require
+from ..events import Client, EventServer, require
 
 INITIAL_BANDS = ("Metallica", "Héroes del Silencio", "Bon Jovi", "Breaking Benjamin")
 MAX_NAME = 60
 MAX_BANDS = 500
+LIST_ROOM = "lists"
 DELTA_ROOM = "deltas"
-KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 @dataclass
@@ -94,18 +92,6 @@ class BandBoard:
         band_id = data.get("id")
         return self._delta("create", band=asdict(self.add(name, band_id if isinstance(band_id, str) else None)))
 
-    # ----- as a machine of the log (cluster.replica) ----------------------------------------
-
-    def apply(self, command: dict[str, Any]) -> Applied:
-        """One change from the log: the new list to list clients, the delta to delta clients."""
-        change = {"vote": self.vote, "remove": self.remove, "rename": self.rename, "create": self.create}
-        delta = change[command["op"]](command["data"])
-        return Applied(pushes=[Push("band-list", self.as_list(), not_room=DELTA_ROOM),
-                               Push("band-delta", delta, room=DELTA_ROOM)])
-
-    def welcome(self) -> list[tuple[str, Any]]:
-        return [("band-list", self.as_list())]
-
     def snapshot(self) -> dict[str, Any]:
         """``{"version", "bands"}``: what ``get-band-list`` answers, and what a node restores."""
         return {"version": self.version, "bands": self.as_list()}
@@ -133,39 +119,66 @@ def apply_delta(bands: list[dict[str, Any]], delta: dict[str, Any]) -> list[dict
     return [changed(b) if b["id"] == delta["id"] else b for b in bands]
 
 
-def build(names: tuple[str, ...] = INITIAL_BANDS, broker: str | None = None,
-          node: str | None = None) -> EventServer[BandBoard]:
-    """The bands app on a board that starts with ``names`` (lesson 05 measures longer lists);
-    ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
-    server = EventServer("bands", BandBoard(names), page="bands")
-    log = Replica(server, server.state, make_log("bands", broker, keep=KEEP), node=node)
+def build(names: tuple[str, ...] = INITIAL_BANDS) -> EventServer[BandBoard]:
+    """The bands app on a board that starts with ``names`` (lesson 05 measures longer lists)."""
+    server = EventServer("bands", BandBoard(names), page="bands", recoverable=("band-list", "band-delta"))
+
+    def announce(board: BandBoard, delta: dict[str, Any]) -> None:
+        """The new list to list clients, the delta to delta clients."""
+        server.broadcast("band-list", board.as_list(), to=LIST_ROOM)
+        server.broadcast("band-delta", delta, to=DELTA_ROOM)
+
+    @server.change
+    def vote(board: BandBoard, band_id: str) -> None:
+        announce(board, board.vote(band_id))
+
+    @server.change
+    def remove(board: BandBoard, band_id: str) -> None:
+        announce(board, board.remove(band_id))
+
+    @server.change
+    def rename(board: BandBoard, change: dict[str, Any]) -> None:
+        announce(board, board.rename(change))
+
+    @server.change
+    def create(board: BandBoard, band: dict[str, Any]) -> None:
+        announce(board, board.create(band))
+
+    @server.connected
+    def join_lists(client: Client) -> None:
+        client.join(LIST_ROOM)
+
+    @server.welcome
+    def send_list(client: Client) -> None:
+        client.emit("band-list", server.state.as_list())
 
     def known(band_id: Any) -> str:
-        """Refused at the edge when this node does not know the id (the log decides for the rest)."""
+        """Refused at the edge when this node does not know the id (the change decides for the rest)."""
         return server.state.band(band_id).id
 
     @server.on("vote-band")
-    async def vote(client: Client, data: Any) -> None:
-        await log.submit(client, {"op": "vote", "data": known(data)})
+    async def vote_band(client: Client, data: Any) -> None:
+        await server.update(vote, known(data), sender=client)
 
     @server.on("remove-band")
-    async def remove(client: Client, data: Any) -> None:
-        await log.submit(client, {"op": "remove", "data": known(data)})
+    async def remove_band(client: Client, data: Any) -> None:
+        await server.update(remove, known(data), sender=client)
 
     @server.on("rename-band")
-    async def rename(client: Client, data: Any) -> None:
+    async def rename_band(client: Client, data: Any) -> None:
         require(isinstance(data, dict), 'rename-band takes {"id": ID, "name": STR}')
         change = {"id": known(data.get("id")), "name": clean_name(data.get("name"))}
-        await log.submit(client, {"op": "rename", "data": change})
+        await server.update(rename, change, sender=client)
 
     @server.on("create-band")
-    async def create(client: Client, data: Any) -> None:
+    async def create_band(client: Client, data: Any) -> None:
         require(isinstance(data, dict), 'create-band takes {"name": STR}')
         band = {"id": secrets.token_hex(4), "name": clean_name(data.get("name"))}
-        await log.submit(client, {"op": "create", "data": band})
+        await server.update(create, band, sender=client)
 
     @server.on("subscribe-deltas")
     def subscribe(client: Client, data: Any) -> dict[str, Any]:
+        client.leave(LIST_ROOM)
         client.join(DELTA_ROOM)
         return server.state.snapshot()
 

@@ -5,22 +5,19 @@ cost bandwidth and make the marker jitter under the pointer. So ``new-marker`` a
 ``update-marker`` go to every other client (``broadcast(..., exclude=client)``), and a newcomer
 gets the whole map once, as ``active-marker``, when it connects.
 
-Every placement goes through the app's log (``Replica.submit``) so that the nodes serving the
-map (one by default; several in lesson 11) hold the same markers; each node then pushes it to its
-own clients, the sender excepted. The simulated draggers of lesson 07 live in ``sim.markers``.
+Every placement is a change of the server (``place``) so that the nodes serving the map (one by
+default; several in lesson 11) hold the same markers; each node then pushes it to its own
+clients, the sender excepted. The simulated draggers of lesson 07 live in ``sim.markers``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..cluster.replica import Applied, Push, Replica, make_log
-from ..events import Client, EventServer
-from ..events.server import require
+from ..events import Client, EventServer, require
 
 MAX_ID = 64
 MAX_MARKERS = 5000
-KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 def marker_of(data: Any) -> dict[str, Any]:
@@ -56,15 +53,6 @@ class MarkerMap:
         """The ``active-marker`` payload: ``{id: marker}``."""
         return self.markers
 
-    # ----- as a machine of the log (cluster.replica) ----------------------------------------
-
-    def apply(self, command: dict[str, Any]) -> Applied:
-        """Place the marker; push it, under the event it came with, to all but its sender."""
-        return Applied(pushes=[Push(command["event"], self.put(command["marker"]), not_origin=True)])
-
-    def welcome(self) -> list[tuple[str, Any]]:
-        return [("active-marker", self.as_dict())]
-
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return dict(self.markers)
 
@@ -72,20 +60,25 @@ class MarkerMap:
         self.markers = dict(data)
 
 
-def build(broker: str | None = None, node: str | None = None) -> EventServer[MarkerMap]:
-    """The live map; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
-    server = EventServer("map", MarkerMap(), page="map")
-    log = Replica(server, server.state, make_log("map", broker, keep=KEEP), node=node)
+def build() -> EventServer[MarkerMap]:
+    """The live map, not started."""
+    server = EventServer("map", MarkerMap(), page="map", recoverable=("new-marker", "update-marker", "active-marker"))
 
-    async def put(event: str, client: Client, data: Any) -> None:
-        await log.submit(client, {"event": event, "marker": marker_of(data)})
+    @server.change
+    def place(markers: MarkerMap, change: dict[str, Any], sender: Client | None) -> None:
+        """Place the marker; push it, under the event it came with, to all but its sender."""
+        server.broadcast(change["event"], markers.put(change["marker"]), exclude=sender)
+
+    @server.welcome
+    def send_map(client: Client) -> None:
+        client.emit("active-marker", server.state.as_dict())
 
     @server.on("new-marker")
     async def new_marker(client: Client, data: Any) -> None:
-        await put("new-marker", client, data)
+        await server.update(place, {"event": "new-marker", "marker": marker_of(data)}, sender=client)
 
     @server.on("update-marker")
     async def update_marker(client: Client, data: Any) -> None:
-        await put("update-marker", client, data)
+        await server.update(place, {"event": "update-marker", "marker": marker_of(data)}, sender=client)
 
     return server

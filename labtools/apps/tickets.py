@@ -5,9 +5,10 @@ which one it got. Both are acknowledged requests (an emit with an ``id``), not f
 emits. The public screen only listens: ``assigned-tickets`` (the last 13 calls, newest first)
 on connect and after every call. ``GET /last`` serves the same list over plain HTTP.
 
-Why no lock around ``call_next``: every change is applied from the app's log, one at a time, in
-the log's order (``Replica``), and ``call_next`` does not await between taking the oldest ticket
-and marking it assigned, so two desks can never get the same ticket, on one node or several.
+Why no lock around ``call_next``: both ways of changing the queue are the server's changes
+(``@server.change``), applied one at a time, in one order, on every node; and ``call_next``
+does not await between taking the oldest ticket and marking it assigned, so two desks can never
+get the same ticket, on one node or several.
 ``ack_delay`` (seconds) only slows the *answer*, after the state changed, to show
 what a client timeout means: the ticket was issued, the client just never heard of it.
 """
@@ -20,14 +21,11 @@ import secrets
 from collections import deque
 from typing import Any
 
-from ..cluster.replica import Applied, Push, Replica, make_log
-from ..events import Client, EventServer
-from ..events.server import require
+from ..events import Client, EventServer, require
 
 LAST_CALLS = 13
 MAX_AGENT = 40
 MAX_DESKTOP = 20
-KEEP = 10_000  # entries the shared log keeps (a node that starts later replays from a snapshot)
 
 
 class TicketQueue:
@@ -58,18 +56,6 @@ class TicketQueue:
     def last(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self.assigned]
 
-    # ----- as a machine of the log (cluster.replica) ----------------------------------------
-
-    def apply(self, command: dict[str, Any]) -> Applied:
-        """A ticket taken, or the next one called (and the screens told)."""
-        if command["op"] == "take":
-            return Applied(self.take(command["id"]))
-        ticket = self.call_next(command["agent"], command["desktop"])
-        return Applied(ticket, [Push("assigned-tickets", self.last())] if ticket is not None else [])
-
-    def welcome(self) -> list[tuple[str, Any]]:
-        return [("assigned-tickets", self.last())]
-
     def snapshot(self) -> dict[str, Any]:
         return {"lastNumber": self.last_number, "waiting": list(self.waiting),
                 "assigned": list(self.assigned), "assignedCount": self.assigned_count}
@@ -95,10 +81,24 @@ def desk_of(data: Any) -> tuple[str, str | int]:
     return agent.strip(), desktop.strip()
 
 
-def build(ack_delay: float = 0.0, broker: str | None = None, node: str | None = None) -> EventServer[TicketQueue]:
-    """The ticket queue; ``broker``: a Redis URL shared with other nodes (None: this process alone)."""
-    server = EventServer("tickets", TicketQueue(), page="tickets")
-    log = Replica(server, server.state, make_log("tickets", broker, keep=KEEP), node=node)
+def build(ack_delay: float = 0.0) -> EventServer[TicketQueue]:
+    """The ticket queue, not started."""
+    server = EventServer("tickets", TicketQueue(), page="tickets", recoverable=("assigned-tickets",))
+
+    @server.change
+    def take(queue: TicketQueue, ticket_id: str) -> dict[str, Any]:
+        return queue.take(ticket_id)
+
+    @server.change
+    def call(queue: TicketQueue, desk: dict[str, Any]) -> dict[str, Any] | None:
+        ticket = queue.call_next(desk["agent"], desk["desktop"])
+        if ticket is not None:
+            server.broadcast("assigned-tickets", queue.last())
+        return ticket
+
+    @server.welcome
+    def send_last(client: Client) -> None:
+        client.emit("assigned-tickets", server.state.last())
 
     async def answer(result: Any) -> Any:
         if ack_delay:
@@ -107,12 +107,12 @@ def build(ack_delay: float = 0.0, broker: str | None = None, node: str | None = 
 
     @server.on("request-ticket")
     async def request_ticket(client: Client, data: Any) -> dict[str, Any]:
-        return await answer(await log.submit(client, {"op": "take", "id": secrets.token_hex(8)}))
+        return await answer(await server.update(take, secrets.token_hex(8), sender=client))
 
     @server.on("next-desktop-ticket")
     async def next_ticket(client: Client, data: Any) -> dict[str, Any] | None:
         agent, desktop = desk_of(data)
-        return await answer(await log.submit(client, {"op": "call", "agent": agent, "desktop": desktop}))
+        return await answer(await server.update(call, {"agent": agent, "desktop": desktop}, sender=client))
 
     @server.route("/last")
     def last(request: Any) -> tuple[int, str, bytes]:

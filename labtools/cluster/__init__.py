@@ -1,3 +1,7 @@
-"""Several nodes of one app: the log they apply in the same order (``log``, ``redis_log``), the
-replica that runs an app's state machine over it with offsets and recovery (``replica``), and
-the pub/sub bus for what needs no recovery (``bus``)."""
+"""Several nodes of one app, on Redis: the adapter an event server (or the polling server) is
+given to share with its other nodes.
+
+Modules: ``adapter`` (``RedisAdapter``: what ``--broker`` and ``nodes=`` attach), ``bus``
+(``RedisBus``: pub/sub, fire and forget), ``redis_log`` (``RedisLog``: the ordered, kept log on
+a Redis Stream, and ``check_broker_url``). What they plug into lives in ``labtools.events``.
+"""

@@ -28,17 +28,17 @@ import asyncio
 import contextlib
 import inspect
 import json
-import os
-import socket
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from ..events.adapter import BusCallback, default_node
 
 #: Seconds between two attempts to subscribe again, doubling up to ``BACKOFF_LONGEST``.
 BACKOFF_FIRST = 0.1
@@ -50,34 +50,10 @@ PING_AFTER = 1.0
 QUEUE_LIMIT = 10_000
 #: Errors kept for a look from a cell (the last ones).
 ERRORS_KEPT = 50
-Callback = Callable[[dict[str, Any]], Any]
-
-
-def default_node() -> str:
-    """``HOSTNAME:PID``: unique among the nodes of one deployment without any coordination."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class Bus(Protocol):
-    """What a node may ask of the bus between nodes (``RedisBus`` is the one there is)."""
-
-    node: str
-
-    async def start(self) -> None: ...
-
-    async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
-
-    def post(self, channel: str, message: dict[str, Any]) -> None: ...
-
-    def subscribe(self, channel: str, callback: Callback) -> None: ...
-
-    def on_reconnect(self, callback: Callable[[], Any]) -> None: ...
-
-    async def aclose(self) -> None: ...
-
 
 class RedisBus:
-    """The bus on Redis PUBLISH / PSUBSCRIBE: one listener task, one publisher task.
+    """The bus on Redis PUBLISH / PSUBSCRIBE: one listener task, one publisher task
+    (``labtools.events.adapter.Bus``, reaching the other nodes).
 
     ``post`` queues a message and returns at once (an event server's broadcast cannot wait);
     ``publish`` waits until Redis took it. Both keep the order of the messages of this node:
@@ -85,12 +61,14 @@ class RedisBus:
     messages are dropped (and counted in ``dropped``), not retried: that is pub/sub.
     """
 
+    reaches_others = True
+
     def __init__(self, url: str, app: str, node: str | None = None) -> None:
         self.url = url
         self.app = app
         self.node = node or default_node()
         self.prefix = f"labtools:{app}:"
-        self.callbacks: dict[str, list[Callback]] = {}
+        self.callbacks: dict[str, list[BusCallback]] = {}
         self.reconnect_callbacks: list[Callable[[], Any]] = []
         self.published = 0
         self.received = 0
@@ -111,7 +89,7 @@ class RedisBus:
 
     # ----- subscribing --------------------------------------------------------------------
 
-    def subscribe(self, channel: str, callback: Callback) -> None:
+    def subscribe(self, channel: str, callback: BusCallback) -> None:
         """Call ``callback(message)`` for each message another node publishes on ``channel``.
 
         Callbacks run in the listener, one message after the other, in the order the node
@@ -296,7 +274,3 @@ async def _quietly(closing: Any) -> None:
     with contextlib.suppress(RedisError, OSError):
         await closing
 
-
-def redis_bus(url: str, app: str, node: str | None = None) -> RedisBus:
-    """The bus of ``app``'s nodes on the Redis at ``url`` (``redis://HOST:PORT[/DB]``), not started."""
-    return RedisBus(url, app, node)

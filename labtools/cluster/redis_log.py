@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .. import runtime
-from .log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
+from ..events.log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
 
 BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
 #: Errors that mean "Redis is not reachable now" (as opposed to a bug in a command).
@@ -69,6 +69,8 @@ def check_broker_url(url: str) -> str:
 
 class RedisLog:
     """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
+
+    immediate = False  # an entry is applied when it comes back from Redis, never at append
 
     def __init__(self, url: str, app: str, *, keep: int) -> None:
         self.url = check_broker_url(url)

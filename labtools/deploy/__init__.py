@@ -3,7 +3,7 @@ their broker (``redis``), HAProxy as their front door (``haproxy``), and the ``D
 starts all three (``cluster``). Every process is a child of the kernel that ends with it."""
 
 from ..cluster.redis_log import check_broker_url
-from .cluster import Deployment
+from .deployment import Deployment
 from .haproxy import FrontDoor, haproxy_available
 from .redis import RedisServer, missing_message, redis_available
 

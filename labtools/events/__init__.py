@@ -1,12 +1,21 @@
 """The event layer: PROTOCOL.md's frames (emit, acknowledgements, errors) over WebSockets.
 
 It gives the seed's glossary names in code: a client *emits* an *event*, the server *listens*
-with ``@server.on("name")``, and *broadcasts* to everyone, to a room, or to all but the sender.
+with ``@server.on("name")``, and *broadcasts* to everyone, to a room, or to all but the sender;
+shared state changes with ``@server.change`` and ``server.update``, the same on every node.
+
+Modules, bottom up: ``frames`` (the wire format, ``EventError``, ``require``), ``limits`` (what
+a client may cost), ``origins`` (which pages may connect), ``pages`` (static files), ``rooms``
+(membership), ``connection`` (one socket: ``Client``, ``MeteredConnection``), ``dispatch`` (one
+frame to its handler), ``log`` (the ordered history: ``MemoryLog``), ``replicated`` (a state
+machine over a log), ``changes`` (an app's registered changes), ``recovery`` (offsets, resume),
+``adapter`` (how a server reaches other nodes: ``LocalAdapter``), ``server`` (``EventServer``),
+``client`` (``EventClient``, the simulated and test client).
 """
 
 from .client import AckError, EventClient
 from .connection import Client
-from .frames import EventError
+from .frames import EventError, require
 from .server import EventServer
 
-__all__ = ["AckError", "Client", "EventClient", "EventError", "EventServer"]
+__all__ = ["AckError", "Client", "EventClient", "EventError", "EventServer", "require"]

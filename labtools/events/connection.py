@@ -7,38 +7,50 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event
 
-from ..measure.wire import CountingTransport
-from .frames import dumps
-from .limits import TokenBucket
-
-if TYPE_CHECKING:
-    from .server import EventServer
+from ..measure.metrics import Counter
+from ..measure.wire import ByteMeter, CountingTransport
+from .limits import Limits, TokenBucket
+from .rooms import Rooms
 
 CONTROL = (Opcode.PING, Opcode.PONG)
 
 
+class Host(Protocol):
+    """What a ``Client`` asks of the server that holds it (the ``EventServer``)."""
+
+    rooms: Rooms[Client]
+
+    def emit_to(self, client: Client, event: str, data: Any) -> None: ...
+
+    def close_client(self, client: Client, code: int, reason: str) -> None: ...
+
+
 class Client:
-    """One connected socket, as the handlers see it."""
+    """One connected socket, as the handlers see it: emit to it, put it in rooms, close it.
 
-    __slots__ = ("id", "server", "connection", "protocol", "transport", "state", "rooms", "frames", "bytes", "name")
+    ``session`` is the app's own per-connection data: whatever the server's ``session``
+    factory made for this connection (a dataclass of the app's, typed), or None.
+    """
 
-    def __init__(self, id: int, server: EventServer, connection: ServerConnection) -> None:
+    __slots__ = ("id", "host", "connection", "protocol", "transport", "session", "frames", "bytes", "name")
+
+    def __init__(self, id: int, host: Host, connection: ServerConnection, session: Any = None) -> None:
         self.id = id
-        self.server = server
+        self.host = host
         self.connection = connection
         # The broadcast loop reads these two once per delivery: keep them one lookup away.
         self.protocol = connection.protocol
         self.transport: asyncio.WriteTransport = getattr(connection, "raw_transport", connection.transport)
-        self.state: dict[str, Any] = {}
-        self.rooms: set[str] = set()
+        self.session = session
         # The buckets live on the connection: control frames are counted there, before a Client exists.
         self.frames: TokenBucket = connection.frames  # type: ignore[attr-defined]
         self.bytes: TokenBucket = connection.bytes  # type: ignore[attr-defined]
@@ -59,24 +71,44 @@ class Client:
         path = request.path if request is not None else "/"
         return path.partition("?")[2]
 
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)``: behind a proxy, the proxy's."""
+        address = self.connection.remote_address
+        return (address[0], address[1]) if address else None
+
     def emit(self, event: str, data: Any = None) -> None:
-        """Send one event to this client."""
-        self.server.send_text([self], event, dumps({"event": event, "data": data}))
+        """Send one event to this client (with an offset when the event is recoverable)."""
+        self.host.emit_to(self, event, data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close this socket with ``code`` without waiting for the closing handshake."""
+        self.host.close_client(self, code, reason)
 
     def join(self, room: str) -> None:
-        self.rooms.add(room)
-        self.server.rooms.setdefault(room, set()).add(self)
+        self.host.rooms.join(self, room)
 
     def leave(self, room: str) -> None:
-        self.rooms.discard(room)
-        members = self.server.rooms.get(room)
-        if members is not None:
-            members.discard(self)
-            if not members:
-                del self.server.rooms[room]
+        self.host.rooms.leave(self, room)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this client is in."""
+        return self.host.rooms.rooms_of(self)
 
     def __repr__(self) -> str:
         return f"<Client {self.name}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What a connection needs of its server, and no more: the limits it enforces, where its
+    bytes are counted, and whom to tell about a client too slow to keep."""
+
+    limits: Limits
+    total: Counter
+    meter: ByteMeter
+    drop_slow: Callable[[asyncio.WriteTransport], None]
 
 
 class MeteredConnection(ServerConnection):
@@ -94,12 +126,12 @@ class MeteredConnection(ServerConnection):
     bucket: a client that runs a debt of more than one burst with them is closed with 1008.
     """
 
-    def __init__(self, server: EventServer, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, wiring: Wiring, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        limits = server.limits
-        self.events = server  # not ``server``: websockets keeps its own ``Server`` there
-        self.total = server.traffic.total
-        self.meter = server.meter
+        limits = wiring.limits
+        self.wiring = wiring
+        self.total = wiring.total
+        self.meter = wiring.meter
         self.raw_transport: asyncio.WriteTransport | None = None
         self.heard = time.monotonic()
         self.frames = TokenBucket(limits.frame_burst, limits.frames_per_second)
@@ -121,8 +153,8 @@ class MeteredConnection(ServerConnection):
         transport = self.raw_transport
         if transport is None:
             return
-        if transport.get_write_buffer_size() > self.events.limits.client_buffer:
-            self.events.drop_slow(transport)
+        if transport.get_write_buffer_size() > self.wiring.limits.client_buffer:
+            self.wiring.drop_slow(transport)
         elif self.paused:  # websockets' queue may have resumed reading while writes are backed up
             transport.pause_reading()  # type: ignore[attr-defined]
 

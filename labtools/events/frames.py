@@ -46,6 +46,12 @@ class EventError(Exception):
         return data
 
 
+def require(condition: bool, message: str, code: str = "invalid-data") -> None:
+    """Refuse the current event with ``code`` unless ``condition`` holds (a handler's guard)."""
+    if not condition:
+        raise EventError(code, message)
+
+
 @dataclass(frozen=True, slots=True)
 class Emit:
     """An incoming emit: its event name, data, and acknowledgement id (None: none asked)."""

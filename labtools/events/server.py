@@ -1,29 +1,33 @@
-"""An event server on ``websockets``: handlers by event name, broadcast, rooms, errors.
+"""An event server on ``websockets``: handlers by event name, broadcast, rooms, shared state.
 
-Every WebSocket app of the course is one ``EventServer`` with handlers::
+Every WebSocket app of the course is one ``EventServer``: its state and its handlers, as the
+seed's Socket.IO servers were::
 
-    server = EventServer("minichat", page="minichat")
+    server = EventServer("minichat", page="minichat", recoverable=("msg-from-server",))
 
     @server.on("msg-to-server")
-    def relay(client, data):
-        server.broadcast("msg-from-server", {"text": data["text"]})
+    async def relay(client, data):
+        await server.broadcast("msg-from-server", {"text": data["text"]})
 
 One port serves both: a plain ``GET`` gets the app's page (or another HTTP route), and a
 WebSocket upgrade opens the event connection.
+
+What the server carries so that the app need not (and is the same on one node or ten):
+
+* ``broadcast`` reaches everyone, or a room's members, on every node of the app; ``local``
+  reaches this node's sockets only (Socket.IO's ``io.local.emit``);
+* ``@server.change`` and ``update`` change shared state in one order on every node
+  (``changes``), through the log of the server's adapter;
+* events named ``recoverable`` carry offsets, and a client that reconnects ``resume``s
+  (``recovery``); every other broadcast is fire-and-forget across nodes;
+* the adapter (``adapter``) decides how nodes talk: in-process by default, Redis when the
+  serving code attaches ``labtools.cluster.adapter.RedisAdapter`` with ``use``.
 
 Why broadcasts bypass ``websocket.send``: a server frame is not masked, so the bytes sent to
 every client are identical. ``broadcast`` encodes the JSON once and the frame once, then writes
 the same bytes to each open connection. The per-delivery cost is one ``transport.write``, which
 is what lets one Python process fan a message out to a thousand clients. Compression is off
 (see lesson 04 for the trade-off): per-message deflate would compress once per connection.
-
-Several nodes (lesson 11): a server given a ``bus`` (``labtools.cluster.bus``, Redis pub/sub)
-is one node of an app. ``broadcast`` to everyone or to a room then also publishes the encoded
-frame on the bus, and every other node writes it to its own sockets (everyone, or its members
-of that room): the role of Socket.IO's Redis adapter. A broadcast ``to`` a list of clients, and
-``exclude``, stay local (a ``Client`` is a socket of this node only). Pub/sub is
-fire-and-forget: a node that is not subscribed at that moment misses the frame, so what must
-not be lost travels another way (the chat's database, a replicated log).
 """
 
 from __future__ import annotations
@@ -46,26 +50,21 @@ from websockets.protocol import State
 
 from ..measure.metrics import Trace, Traffic
 from ..measure.wire import ByteMeter
-from .adapter import BROADCASTS, BroadcastBus
-from .connection import Client, MeteredConnection, forget_handshake
-from .frames import (
-    Emit,
-    EventError,
-    decode_emit,
-    dumps,
-    encode_ack,
-    encode_error,
-    encode_failed_ack,
-    peek_id,
-)
+from .adapter import BROADCASTS, Adapter, Bus, LocalAdapter
+from .changes import Change, Changes
+from .connection import Client, MeteredConnection, Wiring, forget_handshake
+from .dispatch import Dispatcher, Handler
+from .frames import dumps
 from .limits import Limits
 from .origins import allowed_origins_from_env, origin_allowed, security_headers
 from .pages import serve_file
+from .recovery import LOG_KEEP, Recovery
+from .replicated import Push
+from .rooms import Rooms
 
 OPEN = State.OPEN
 KEEPALIVE = 20.0
 
-Handler = Callable[["Client", Any], Any]
 #: The type of an app's state: a small class of its own, kept apart from I/O (``BandBoard``...).
 S = TypeVar("S")
 HttpRoute = Callable[[Request], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
@@ -81,7 +80,8 @@ class EventServer(Generic[S]):
     """A WebSocket server speaking PROTOCOL.md's frames, with handlers by event name.
 
     ``state`` is the app's own state (``EventServer[BandBoard]``): the declared place where an
-    app keeps it, for handlers to change and for a cell to read through ``ServerHandle.read``.
+    app keeps it, for handlers and changes to use and for a cell to read through
+    ``ServerHandle.read``.
     """
 
     def __init__(
@@ -90,46 +90,56 @@ class EventServer(Generic[S]):
         state: S = None,  # type: ignore[assignment]
         *,
         page: str | Path | None = None,
+        session: Callable[[], Any] | None = None,
+        recoverable: Iterable[str] = (),
         limits: Limits | None = None,
         allowed_origins: Iterable[str] = (),
         trace: Trace | None = None,
         keepalive: float | None = KEEPALIVE,
-        bus: BroadcastBus | None = None,
     ) -> None:
         """``page``: the folder whose ``index.html`` ``GET /`` serves: a name under ``labtools/static``
         (the course's apps), or a ``Path`` to a learner's own folder. Either can use the shared
         files of ``static/common`` (``events.js``, ``status.js``, ``course.css``).
 
+        ``session``: a factory (a dataclass of the app's) called for each new connection; what
+        it makes is ``client.session``, the app's typed per-connection data.
+        ``recoverable``: the events whose pushes carry offsets and that a client can ``resume``
+        (PROTOCOL.md); every other broadcast is fire-and-forget across nodes.
         ``limits``: what one client (and all of them) may cost (``Limits()``: the defaults).
         ``allowed_origins``: browser origins (``scheme://host[:port]``) allowed to open the socket
         besides the server's own, added to ``LABTOOLS_ALLOWED_ORIGINS``.
         ``keepalive``: seconds between pings (None: no pings).
-        ``bus``: makes this server one node of an app (see the module's docstring); the server
-        starts it before its ``starting`` callbacks and closes it after its ``closed`` ones.
         """
         self.name = name
-        self.state: S = state
         self.page = page
+        self.session = session
+        self.recoverable = frozenset(recoverable)
         self.limits = limits if limits is not None else Limits()
         self.allowed_origins = allowed_origins_from_env() | {o.rstrip("/").lower() for o in allowed_origins}
         self.trace = trace
         self.keepalive = keepalive
-        self.bus = bus
         self._keepalive_task: asyncio.Task | None = None
         self.traffic = Traffic()
         self.clients: dict[int, Client] = {}
-        self.rooms: dict[str, set[Client]] = {}
-        self.handlers: dict[str, Handler] = {}
-        self.costs: dict[str, int] = {}
-        self.closing = False
-        self._running: set[asyncio.Future] = set()
+        self.rooms: Rooms[Client] = Rooms()
+        self.errors: list[str] = []
+        self.dispatcher = Dispatcher(self.traffic, self.send_text, self.errors, trace)
+        self.changes = Changes(state, self.clients.get)
+        #: How this server reaches the other nodes of its app (``use``); in-process by default.
+        self.adapter: Adapter = LocalAdapter()
+        self.bus: Bus | None = None  # the adapter's, from ``start`` on
+        self.recovery: Recovery | None = None  # with changes or recoverable events, from ``start`` on
+        self.local = Local(self)
         self.http_routes: dict[str, HttpRoute] = {}
         self.on_connect: list[Callable[[Client], Any]] = []
+        self.on_welcome: list[Callable[[Client], Any]] = []
         self.on_disconnect: list[Callable[[Client], Any]] = []
         self.on_start: list[Callable[[], Awaitable[Any]]] = []
         self.on_close: list[Callable[[], Awaitable[Any]]] = []
         self.slow_clients_dropped = 0
-        self.errors: list[str] = []
+        self._closing_tasks: set[asyncio.Task] = set()
+        self._emitted = 0  # single emits so far (how many frames a welcome sent)
+        self._sent: asyncio.Future[None] | None = None  # what a broadcast already sent returns
         self._ids = itertools.count(1)
         total = self.traffic.total
 
@@ -141,6 +151,14 @@ class EventServer(Generic[S]):
         self._server: Server | None = None
         self.host = ""
         self.port = 0
+
+    @property
+    def state(self) -> S:
+        return self.changes.state
+
+    @state.setter
+    def state(self, state: S) -> None:
+        self.changes.state = state
 
     # ----- listening -----------------------------------------------------------------------
 
@@ -156,11 +174,38 @@ class EventServer(Generic[S]):
             raise ValueError(f"cost must be an integer from 1 to the frame burst ({self.limits.frame_burst:g})")
 
         def register(handler: Handler) -> Handler:
-            self.handlers[event] = handler
-            self.costs[event] = cost
+            self.dispatcher.register(event, handler, cost)
             return handler
 
         return register
+
+    def change(self, fn: Change) -> Change:
+        """Register a change of the shared state: ``fn(state, data)`` or ``fn(state, data, sender)``.
+
+        Deterministic, validating before it changes anything: every node applies it, in the
+        log's order (``changes``). Ask for it with ``await server.update(fn, data, sender=client)``.
+        """
+        self.changes.register(fn)
+        return fn
+
+    async def update(self, fn: Change | str, data: Any = None, *, sender: Client | None = None) -> Any:
+        """Apply the change ``fn`` with ``data`` on every node, in one order; what it returned here.
+
+        Raises the ``EventError`` the change raised (nothing changed anywhere), or
+        ``unavailable`` when the log could not take it (the broker is away).
+        """
+        name = self.changes.name_of(fn)
+        recovery = self.recovery
+        if recovery is None:
+            raise RuntimeError(f"{self.name}: start the server before update()")
+        return await recovery.submit_soon(sender.id if sender is not None else None, {"c": name, "d": data})
+
+    def welcome(self, callback: Callable[[Client], Any]) -> Callable[[Client], Any]:
+        """Register what a new connection is sent first, synchronously (``client.emit`` the
+        state): run after the ``connected`` callbacks, and again when a client of an app with
+        state resumes after missing changes."""
+        self.on_welcome.append(callback)
+        return callback
 
     def connected(self, callback: Callable[[Client], Any]) -> Callable[[Client], Any]:
         """Register a callback (sync or async) for each new connection."""
@@ -191,32 +236,60 @@ class EventServer(Generic[S]):
 
         return register
 
+    def use(self, adapter: Adapter) -> None:
+        """Make this server one node of an app through ``adapter`` (before ``start``). Serving
+        code calls it (``--broker``, ``nodes=``); an app's ``build()`` never does."""
+        if self._server is not None:
+            raise RuntimeError(f"{self.name}: use() an adapter before the server starts")
+        self.adapter = adapter
+
     # ----- emitting ------------------------------------------------------------------------
 
-    def broadcast(
-        self,
-        event: str,
-        data: Any = None,
-        *,
-        to: Iterable[Client] | str | None = None,
-        exclude: Client | None = None,
-    ) -> int:
-        """Emit ``event`` to everyone (or a room's members, or given clients) but ``exclude``.
+    def broadcast(self, event: str, data: Any = None, *, to: str | None = None,
+                  exclude: Client | None = None) -> Awaitable[None]:
+        """Emit ``event`` to everyone, or to room ``to``'s members, on every node, but ``exclude``.
 
-        Returns how many clients of this node it was written to. With a ``bus``, a broadcast to
-        everyone or to a room reaches the other nodes' sockets too (``exclude`` is local).
+        Sent at once; what it returns may be awaited (needed only to know that a recoverable
+        event reached the log: a failure then raises ``unavailable``). Inside a change the
+        broadcast is sent by every node, to its own sockets, once the change is applied.
         """
-        if to is None:
-            targets: Iterable[Client] = self.clients.values()
-        elif isinstance(to, str):
-            targets = self.rooms.get(to, ())
-        else:
-            targets = to
+        if self.changes.applying:
+            self.changes.collect(Push(event, data, to, exclude))
+            return self._already_sent()
+        if event in self.recoverable:
+            return self._through_log(event, data, to, exclude)
+        text = dumps({"event": event, "data": data})
+        bus = self.bus
+        if bus is not None and bus.reaches_others:
+            bus.post(BROADCASTS, {"to": to, "event": event, "text": text})
+        self.deliver(event, text, to, exclude)
+        return self._already_sent()
+
+    def _through_log(self, event: str, data: Any, to: str | None, exclude: Client | None) -> asyncio.Future:
+        """A recoverable broadcast outside any change: an entry of the log, pushed with its offset."""
+        if self.recovery is None:
+            raise RuntimeError(f"{self.name}: start the server before broadcasting {event!r}")
+        command = {"b": event, "d": data, "to": to, "x": exclude is not None}
+        sent = self.recovery.submit_soon(exclude.id if exclude is not None else None, command)
+        sent.add_done_callback(self._note_failure)
+        return sent
+
+    def _note_failure(self, sent: asyncio.Future) -> None:
+        """A broadcast nobody awaited must not fail in silence: its error is kept in ``errors``."""
+        if not sent.cancelled() and sent.exception() is not None:
+            self.errors.append(f"broadcast: {sent.exception()!r}")
+
+    def _already_sent(self) -> asyncio.Future[None]:
+        if self._sent is None:
+            self._sent = asyncio.get_running_loop().create_future()
+            self._sent.set_result(None)
+        return self._sent
+
+    def deliver(self, event: str, text: str, to: str | None, exclude: Client | None) -> int:
+        """Write an encoded broadcast to this node's clients (or its members of room ``to``)."""
+        targets: Iterable[Client] = self.clients.values() if to is None else self.rooms.members(to)
         if exclude is not None:
             targets = [c for c in targets if c is not exclude]
-        text = dumps({"event": event, "data": data})
-        if self.bus is not None and (to is None or isinstance(to, str)):
-            self.bus.post(BROADCASTS, {"to": to, "event": event, "text": text})
         return self.send_text(targets, event, text)
 
     def _from_bus(self, message: dict[str, Any]) -> None:
@@ -225,8 +298,17 @@ class EventServer(Generic[S]):
         if not (isinstance(event, str) and isinstance(text, str) and (to is None or isinstance(to, str))):
             self.errors.append(f"bus: a broadcast of an unexpected shape from {message.get('node')!r}")
             return
-        targets = self.clients.values() if to is None else self.rooms.get(to, ())
-        self.send_text(list(targets), event, text)
+        self.deliver(event, text, to, None)
+
+    def emit_to(self, client: Client, event: str, data: Any) -> None:
+        """``client.emit``: one event to one client, with an offset when it is recoverable."""
+        self._emitted += 1
+        recovery = self.recovery
+        if recovery is not None and event in self.recoverable:
+            text = recovery.frame(event, data)
+        else:
+            text = dumps({"event": event, "data": data})
+        self.send_text([client], event, text)
 
     def send_text(self, targets: Iterable[Client], event: str, text: str) -> int:
         """Write one already-encoded frame to every open target (the hot path).
@@ -264,12 +346,12 @@ class EventServer(Generic[S]):
         self.traffic.total.bytes_out += size
         return sent
 
-    def close_soon(self, client: Client, code: int, reason: str) -> None:
-        """Close ``client``'s socket with ``code`` without waiting for its closing handshake
-        (from a handler, or from code that must not await: the task is kept until it ends)."""
+    def close_client(self, client: Client, code: int, reason: str) -> None:
+        """``client.close``: close its socket with ``code`` without waiting for its closing
+        handshake (from a handler, or from code that must not await: the task is kept)."""
         task = asyncio.get_running_loop().create_task(client.connection.close(code, reason))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
 
     def drop_slow(self, transport: asyncio.WriteTransport) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
@@ -292,39 +374,68 @@ class EventServer(Generic[S]):
             self.drop_slow(client.transport)
             total -= size
 
-    def room(self, room: str) -> set[Client]:
-        return set(self.rooms.get(room, ()))
-
     # ----- serving -------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.closing = False
-        if self.bus is not None:
-            self.bus.subscribe(BROADCASTS, self._from_bus)
+        """Connect the adapter (its bus; its log when the app has changes or recoverable
+        events), run the ``starting`` callbacks, then listen."""
+        self.dispatcher.closing = False
+        self.bus = self.adapter.bus(self.name)
+        self.bus.subscribe(BROADCASTS, self._from_bus)
+        try:
             await self.bus.start()
-        for callback in self.on_start:
-            await callback()
-        read_pause = self.limits.read_pause
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=self.limits.max_frame,
-            write_limit=(read_pause, read_pause // 4),
-            # One keepalive task for the whole server instead of one per connection (see _ping).
-            ping_interval=None,
-            # A client that never answers the closing handshake must not hold up Ctrl-C for 10 s.
-            close_timeout=2,
-            create_connection=lambda *a, **kw: MeteredConnection(self, *a, **kw),  # type: ignore[arg-type]
-        )
+            if self.changes.functions or self.recoverable:
+                await self._open_log()
+            for callback in self.on_start:
+                await callback()
+            read_pause = self.limits.read_pause
+            wiring = Wiring(self.limits, self.traffic.total, self.meter, self.drop_slow)
+            self._server = await serve(
+                self._handle,
+                host,
+                port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=self.limits.max_frame,
+                write_limit=(read_pause, read_pause // 4),
+                # One keepalive task for the whole server instead of one per connection (see keep_alive).
+                ping_interval=None,
+                # A client that never answers the closing handshake must not hold up Ctrl-C for 10 s.
+                close_timeout=2,
+                create_connection=lambda *a, **kw: MeteredConnection(wiring, *a, **kw),  # type: ignore[arg-type]
+            )
+        except BaseException:
+            await self._disconnect()
+            raise
         sockname = next(iter(self._server.sockets)).getsockname()
         self.host, self.port = sockname[0], sockname[1]
         if self.keepalive:
-            self._keepalive_task = asyncio.get_running_loop().create_task(self._ping(self.keepalive))
+            self._keepalive_task = asyncio.get_running_loop().create_task(self.keep_alive(self.keepalive))
 
-    async def _ping(self, interval: float) -> None:
+    async def _open_log(self) -> None:
+        """Join the app's log: restore the state it holds, then apply what follows, in order."""
+        self.recovery = Recovery(
+            self.changes, self.adapter.log(self.name, keep=LOG_KEEP), node=self.adapter.node,
+            clients=self.clients, rooms=self.rooms, send=self.send_text, recoverable=self.recoverable,
+            welcome=self._welcome, errors=self.errors,
+        )
+        if self.recoverable and "resume" not in self.dispatcher.handlers:
+            self.dispatcher.register("resume", self._resume)
+        await self.recovery.open()
+
+    def _resume(self, client: Client, data: Any) -> dict[str, Any]:
+        """``resume``, for an app with recoverable events that does not answer it itself."""
+        assert self.recovery is not None
+        return self.recovery.resume(client, data)
+
+    def _welcome(self, client: Client) -> int:
+        """Run the ``welcome`` callbacks for ``client``; how many frames they sent it."""
+        before = self._emitted
+        for callback in self.on_welcome:
+            callback(client)
+        return self._emitted - before
+
+    async def keep_alive(self, interval: float) -> None:
         """Ping every client each ``interval``; cut those not heard from in two intervals.
 
         Pings keep idle connections alive through proxies (Binder's closes silent ones) and
@@ -355,16 +466,12 @@ class EventServer(Generic[S]):
         running are cancelled: shutting down must not first work through a flood's backlog.
         """
         if self._server is None:
-            if self.bus is not None:  # a start that failed after the bus started
-                await self.bus.aclose()
             return
         server, self._server = self._server, None
-        self.closing = True
+        self.dispatcher.cancel_running()
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
             self._keepalive_task = None
-        for task in list(self._running):
-            task.cancel()
         server.close(close_connections=True)
         await server.wait_closed()
         for callback in self.on_close:
@@ -372,8 +479,16 @@ class EventServer(Generic[S]):
                 await callback()
             except Exception as exc:  # one failing clean-up must not skip the others
                 self.errors.append(f"close callback: {exc!r}")
-        if self.bus is not None:
-            await self.bus.aclose()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        """Leave the app's log and bus (after a start that failed half-way too)."""
+        recovery, self.recovery = self.recovery, None
+        if recovery is not None:
+            await recovery.close()
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            await bus.aclose()
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -405,27 +520,36 @@ class EventServer(Generic[S]):
 
     async def _handle(self, connection: ServerConnection) -> None:
         forget_handshake(connection)
-        client = Client(next(self._ids), self, connection)
+        client = Client(next(self._ids), self, connection, self.session() if self.session is not None else None)
         self.clients[client.id] = client
+        dispatcher = self.dispatcher
         try:
             for callback in self.on_connect:
                 try:
                     await self._call(callback, client)
                 except Exception as exc:  # e.g. a welcome that fails to send: the connection stays
                     self.errors.append(f"connect callback: {exc!r}")
+            try:
+                if self.recovery is not None:
+                    self.recovery.welcome(client)
+                else:
+                    self._welcome(client)
+            except Exception as exc:
+                self.errors.append(f"welcome: {exc!r}")
             async for message in connection:
-                if self.closing:  # shutting down: the frames still queued are not handled
+                if dispatcher.closing:  # shutting down: the frames still queued are not handled
                     break
                 if isinstance(message, bytes):
                     await connection.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     break
-                await self._dispatch(client, message)
+                await dispatcher.dispatch(client, message)
         except ConnectionClosed:
             pass
         finally:
             del self.clients[client.id]
-            for room in list(client.rooms):
-                client.leave(room)
+            self.rooms.leave_all(client)
+            if self.recovery is not None:
+                self.recovery.forget(client)
             for callback in self.on_disconnect:
                 try:
                     await self._call(callback, client)
@@ -439,89 +563,15 @@ class EventServer(Generic[S]):
             result = await result
         return result
 
-    async def _call_handler(self, handler: Handler, client: Client, data: Any) -> Any:
-        """Run a handler; an async one runs as a task that ``aclose`` can cancel."""
-        result = handler(client, data)
-        if not inspect.isawaitable(result):
-            return result
-        task = asyncio.ensure_future(result)
-        self._running.add(task)
-        try:
-            return await task
-        finally:
-            self._running.discard(task)
 
-    async def _dispatch(self, client: Client, text: str) -> None:
-        """Answer one text frame: run its handler, or tell the sender (only) what is wrong.
+class Local:
+    """``server.local``: broadcasts that reach this node's sockets only (Socket.IO's ``.local``),
+    for what each node says to its own clients (the chat's presence, which every node merges)."""
 
-        The rate limit counts every frame, malformed ones included, so a flood of junk is
-        throttled like a flood of valid emits; it is taken before the text is parsed (one frame
-        and its length in bytes), so a flood of large frames costs no parsing either. A handler
-        registered with a ``cost`` takes the rest of its cost once the event name is known.
-        """
-        wait = client.admit(len(text))
-        if wait > 0:
-            self.traffic.request("recv (rate-limited)")
-            self._refuse(client, peek_id(text), _rate_limited(wait))
-            return
-        emit, error = decode_emit(text)
-        if error is None and emit is not None:
-            known = emit.event in self.handlers
-            # Unknown names are counted together: a client must not grow the server's counters.
-            self.traffic.request(f"recv {emit.event}" if known else "recv (unknown)")
-            if self.trace is not None:
-                self.trace.record(client.name, "server", emit.event if known else "(unknown)")
-        else:
-            known = False
-            self.traffic.request("recv (invalid)")
-        if error is None and not known and emit is not None:
-            error = EventError("unknown-event", f"no event called {emit.event[:64]!r}")
-        elif error is None and emit is not None:
-            error = self._charge(client, self.costs[emit.event])
-            if error is None:
-                await self._run_handler(client, emit)
-                return
-        assert error is not None
-        self._refuse(client, emit.id if emit is not None else None, error)
+    def __init__(self, server: EventServer) -> None:
+        self.server = server
 
-    def _refuse(self, client: Client, id: int | None, error: EventError) -> None:
-        """A failed acknowledgement when the frame had an ``id``, else an ``error`` event."""
-        reply = encode_failed_ack(id, error) if id is not None else encode_error(error)
-        self.send_text([client], "error", reply)
-
-    @staticmethod
-    def _charge(client: Client, cost: int) -> EventError | None:
-        """Take the rest of a weighted event's cost (its first frame is taken already)."""
-        if cost == 1:
-            return None
-        if client.frames.wait(cost - 1) > 0:
-            return _rate_limited(client.frames.wait(cost))
-        client.frames.take(cost - 1)
-        return None
-
-    async def _run_handler(self, client: Client, emit: Emit) -> None:
-        """Run the handler and send its acknowledgement, both inside the error handling: a
-        result that cannot be sent answers ``internal`` and the connection carries on."""
-        try:
-            result = await self._call_handler(self.handlers[emit.event], client, emit.data)
-            if emit.id is not None:
-                self.send_text([client], "ack", encode_ack(emit.id, result))
-        except EventError as error:
-            self._refuse(client, emit.id, error)
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-        except Exception as exc:  # a bug in a handler (or an unencodable result) answers this client only
-            self.errors.append(f"{emit.event}: {exc!r}")
-            self._refuse(client, emit.id, EventError("internal", "the server failed to handle this event"))
-
-
-def _rate_limited(wait: float) -> EventError:
-    return EventError("rate-limited", "too many frames or bytes; retry after retryAfter seconds", retry_after=wait)
-
-
-def require(condition: bool, message: str, code: str = "invalid-data") -> None:
-    """Refuse the current event with ``code`` unless ``condition`` holds."""
-    if not condition:
-        raise EventError(code, message)
-
+    def broadcast(self, event: str, data: Any = None, *, to: str | None = None, exclude: Client | None = None) -> int:
+        """Emit ``event`` to this node's clients (or its members of room ``to``) but ``exclude``;
+        returns how many it was written to."""
+        return self.server.deliver(event, dumps({"event": event, "data": data}), to, exclude)

@@ -73,7 +73,7 @@ class HandmadeServer:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> HandmadeServer:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(self.serve_connection, host, port, reuse_address=True)
         sockname: Any = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         return self
@@ -83,7 +83,7 @@ class HandmadeServer:
         """``http://HOST:PORT/``, as every course server spells it (``ServerHandle.ws_url`` has ws://)."""
         return f"http://{self.host}:{self.port}/"
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

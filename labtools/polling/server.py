@@ -14,8 +14,9 @@ never a silent hole); numbers in the query are ASCII digits, checked before anyt
 posts are JSON (415 otherwise) and never from another site's page (403); a connection must send
 its request head within ``head_timeout`` seconds, and at most ``max_connections`` are open.
 
-Posts go through the store's log (``cluster.replicated``): applied at once in one process; with
-``broker`` (a Redis URL), applied in one order by every node, so any node answers any poll.
+Posts go through the store's log (``events.replicated``), which the server's adapter gives:
+applied at once in one process (the default); through Redis when serving code attaches a
+``RedisAdapter`` (``use``), applied in one order by every node, so any node answers any poll.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from ..cluster.replicated import Replicated, make_log
 from ..events import EventError
+from ..events.adapter import Adapter, LocalAdapter
+from ..events.replicated import Replicated
 from ..measure.metered_http import HEAD_TIMEOUT, MAX_CONNECTIONS, MeteredSite, metering_middleware
 from ..measure.metrics import Traffic
 from .store import KEEP, PAGE, Gap, MessageStore, Page
@@ -170,14 +172,14 @@ async def get_messages(request: web.Request) -> web.Response:
     wait = _number(request, "wait", 0.0, MAX_WAIT, kind=float)
     store = request.app[STORE]
     try:
-        page = await _wait_for_page(request, user, since, wait) if wait > 0 else store.page_since(user, since)
+        page = await wait_for_page(request, user, since, wait) if wait > 0 else store.page_since(user, since)
     except Gap as exc:
         raise _gap(exc) from None
     headers = {MORE_HEADER: "1"} if page.more else None
     return web.json_response(page.messages, headers=headers)
 
 
-async def _wait_for_page(request: web.Request, user: str, since: int, wait: float) -> Page:
+async def wait_for_page(request: web.Request, user: str, since: int, wait: float) -> Page:
     """The long poll: the page once a message arrives, the wait runs out or the server stops."""
     store = request.app[STORE]
     store.check(user, since)  # a gap is answered at once, not after the wait
@@ -252,15 +254,12 @@ def make_app(
     keep: int = KEEP,
     page: int = PAGE,
     body_timeout: float = HEAD_TIMEOUT,
-    broker: str | None = None,
-    node: str | None = None,
 ) -> web.Application:
     """The aiohttp application; ``users`` restricts who may send and receive (empty: anyone)."""
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[metering_middleware(traffic, _is_empty)]
     )
     app[STORE] = MessageStore(keep, page)
-    app[LOG] = Replicated(app[STORE], make_log("polling", broker, keep=keep), node=node, snapshot_every=1000)
     app[TRAFFIC] = traffic
     app[ROSTER] = frozenset(users)
     app[CLOSING] = asyncio.Event()
@@ -289,22 +288,31 @@ class PollingServer(MeteredSite):
         page: int = PAGE,
         head_timeout: float = HEAD_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
-        broker: str | None = None,
-        node: str | None = None,
     ) -> None:
         traffic = Traffic()
-        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout, broker=broker, node=node)
+        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
         super().__init__(app, traffic, head_timeout=head_timeout, max_connections=max_connections)
         self.state: MessageStore = self.app[STORE]
+        self.keep = keep
+        #: How this server reaches the other polling nodes (``use``); in-process by default.
+        self.adapter: Adapter = LocalAdapter()
+
+    def use(self, adapter: Adapter) -> None:
+        """Make this server one node of the polling app through ``adapter`` (before ``start``)."""
+        self.adapter = adapter
 
     async def start(self, host: str, port: int) -> None:
         """Join the store's log first (a node that starts later catches up), then listen."""
-        await self.app[LOG].join()
+        log = Replicated(self.state, self.adapter.log("polling", keep=self.keep), node=self.adapter.node,
+                         snapshot_every=1000)
+        self.app[LOG] = log
+        await log.join()
         await super().start(host, port)
 
     async def aclose(self) -> None:
         await super().aclose()
-        await self.app[LOG].close()
+        if LOG in self.app:
+            await self.app[LOG].close()
 
 
 def build(
@@ -314,14 +322,11 @@ def build(
     page: int = PAGE,
     head_timeout: float = HEAD_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
-    broker: str | None = None,
-    node: str | None = None,
 ) -> PollingServer:
     """The REST chat, not started; ``users`` restricts who may send and receive (empty: anyone).
 
     ``keep`` messages are kept and ``page`` go in one answer at most; a connection must send a
     whole request head (and then a post's whole body) within ``head_timeout`` seconds, and
-    ``max_connections`` may be open. ``broker``: a Redis URL shared with other polling nodes.
+    ``max_connections`` may be open.
     """
-    return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections,
-                         broker=broker, node=node)
+    return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections)

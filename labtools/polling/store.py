@@ -1,6 +1,6 @@
 """The polling server's message store: who wrote what to whom, and who is waiting for it.
 
-It is also a machine of the cluster's log (``apply``, ``snapshot``, ``restore``): with several
+It is also a machine of the server's log (``apply``, ``snapshot``, ``restore``): with several
 polling nodes (lesson 11) every node applies the same posts in the same order, so a message has
 the same id everywhere and any node can answer any poll.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..cluster.replicated import Applied
+from ..events.replicated import Applied
 
 #: Messages kept, all recipients together: older ones are forgotten (PROTOCOL.md, limits).
 KEEP = 10_000
@@ -135,14 +135,11 @@ class MessageStore:
         finally:
             unsubscribe()
 
-    # ----- as a machine of the log (cluster.replicated) --------------------------------------
+    # ----- as a machine of the log (events.replicated) ---------------------------------------
 
-    def apply(self, command: dict[str, Any]) -> Applied:
+    def apply(self, command: dict[str, Any], origin: int | None) -> Applied:
         """A post from the log: stored with the next id (the same on every node)."""
         return Applied(self.add(command["from"], command["to"], command["text"], command["at"]))
-
-    def welcome(self) -> list[tuple[str, Any]]:
-        return []
 
     def snapshot(self) -> dict[str, Any]:
         kept = sorted((m for inbox in self._inbox.values() for m in inbox), key=lambda m: m["id"])

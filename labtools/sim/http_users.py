@@ -80,9 +80,9 @@ class Receiver:
     async def start(self) -> None:
         """Start receiving in the background (on the running loop)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = asyncio.get_running_loop().create_task(self.run())
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         raise NotImplementedError
 
     async def stop(self) -> None:
@@ -166,7 +166,7 @@ class Poller(Receiver):
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         tick = loop.time() + self.phase
         while not self.stopping:
@@ -205,7 +205,7 @@ class LongPoller(Receiver):
         await super().start()
         await self.ready.wait()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         try:
             await self.http.connection()
         except OSError:
@@ -262,7 +262,7 @@ class SseListener(Receiver):
             self.connected.set()  # do not leave start() waiting on a refused stream
             self._messages(response)  # a 410 gap: resume where the server says
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while not self.stopping:
             try:
                 await self.listen_once()

@@ -145,10 +145,10 @@ class Reconnecting:
     async def start(self) -> Reconnecting:
         """Connect (the first time without waiting) and keep the connection up from then on."""
         await self._open()
-        self._task = asyncio.get_running_loop().create_task(self._supervise())
+        self._task = asyncio.get_running_loop().create_task(self.supervise())
         return self
 
-    async def _supervise(self) -> None:
+    async def supervise(self) -> None:
         while not self._closing:
             assert self.client is not None
             await self.client.connection.wait_closed()

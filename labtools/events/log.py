@@ -8,7 +8,7 @@ makes every copy the same (state-machine replication). The log's positions are t
 the clients see: a client that reconnects says the last one it got, and is sent what followed.
 
 Two logs have one shape (``Log``): ``MemoryLog`` here, for one process with nothing installed,
-and ``RedisLog`` (``redis_log``), a Redis Stream shared by every node.
+and ``RedisLog`` (``labtools.cluster.redis_log``), a Redis Stream shared by every node.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ class Opened:
 
 
 class Log(Protocol):
-    """What a replica needs of a log (see ``MemoryLog`` and ``redis_log.RedisLog``)."""
+    """What a replica needs of a log (see ``MemoryLog`` and ``cluster.redis_log.RedisLog``)."""
 
     epoch: str
+    #: True when ``append_now`` applies an entry as it is appended (one process: no I/O to wait for).
+    immediate: bool
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0, state_now: Callable[[], Any] | None = None,
                    reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None) -> Opened:
@@ -79,6 +81,10 @@ class Log(Protocol):
         """Add ``entry`` at the end; every node's ``apply`` sees it. Raises ``Unavailable``."""
         ...
 
+    def append_now(self, entry: dict[str, Any]) -> None:
+        """``append`` for an ``immediate`` log: applied before it returns (others: never called)."""
+        ...
+
     async def save_snapshot(self, state: Any, offset: Offset) -> None:
         """Keep ``state`` as of ``offset`` so that a node starting later need not replay it all."""
         ...
@@ -92,6 +98,8 @@ class MemoryLog:
     Its epoch is new at every start: after a restart the history is gone, and a client that
     resumes is told so (``too-old``) instead of silently missing what it never got.
     """
+
+    immediate = True
 
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(6)
@@ -110,6 +118,9 @@ class MemoryLog:
         return (self._count, 0)
 
     async def append(self, entry: dict[str, Any]) -> None:
+        self.append_now(entry)
+
+    def append_now(self, entry: dict[str, Any]) -> None:
         assert self._apply is not None, "open() the log first"
         self._count += 1
         self._apply((self._count, 0), entry)

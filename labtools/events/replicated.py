@@ -6,7 +6,7 @@ applies the same commands in the same order holds the same state. ``submit`` app
 to the log and waits until this node has applied it: the answer is what *the log's order*
 decided (the ticket number, whether the band still existed, the message's id).
 
-``replica.Replica`` adds what an event server needs on top (pushes with offsets, resume); the
+``recovery.Recovery`` adds what an event server needs on top (pushes with offsets, resume); the
 polling server uses ``Replicated`` as it is, for its message store.
 """
 
@@ -15,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..events import EventError
-from .log import START, Log, MemoryLog, Offset, Opened, Unavailable
+from .frames import EventError
+from .log import START, Log, Offset, Opened, Unavailable
 
 #: Seconds a node waits to see its own entry come back from the log before telling the client
 #: it does not know whether the change was made (the broker took it, then went away).
@@ -33,13 +30,16 @@ GRACE = 1.0
 
 @dataclass
 class Push:
-    """One frame to send after an entry is applied: to everyone, one room, or all but some."""
+    """One frame to send after an entry is applied: to everyone or one room, but ``exclude``.
+
+    A push is made on each node as it applies the entry, so ``exclude`` is that node's own
+    client (the sender, on the node it is connected to; None on the others).
+    """
 
     event: str
     data: Any
     room: str | None = None  # only this room's members
-    not_room: str | None = None  # everyone but this room's members
-    not_origin: bool = False  # everyone but the client whose command it was (on its node)
+    exclude: Any = None  # a client of this node that does not get it
 
 
 @dataclass
@@ -53,12 +53,9 @@ class Applied:
 class Machine(Protocol):
     """An app's state as a deterministic machine (``BandBoard``, ``TicketQueue``, ...)."""
 
-    def apply(self, command: dict[str, Any]) -> Applied:
-        """Change the state (or raise ``EventError`` and change nothing)."""
-        ...
-
-    def welcome(self) -> list[tuple[str, Any]]:
-        """The frames a new connection gets: the current state (none for a stateless app)."""
+    def apply(self, command: dict[str, Any], origin: int | None) -> Applied:
+        """Change the state (or raise ``EventError`` and change nothing). ``origin``: the id of
+        the connection the command came from when it came from this node (else None)."""
         ...
 
     def snapshot(self) -> Any:
@@ -68,28 +65,15 @@ class Machine(Protocol):
     def restore(self, data: Any) -> None: ...
 
 
-def default_node() -> str:
-    """A name for this node: host, process and a random suffix (a restarted process is new)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-
-
-def make_log(app: str, broker: str | None, *, keep: int) -> Log:
-    """The embedded ``MemoryLog`` without a broker; a ``RedisLog`` (imported only then) with one."""
-    if broker is None:
-        return MemoryLog()
-    from .redis_log import RedisLog
-
-    return RedisLog(broker, app, keep=keep)
-
 
 class Replicated:
     """``machine`` over ``log``: commands in, applied in the log's order, answers out."""
 
-    def __init__(self, machine: Machine, log: Log, *, node: str | None = None, snapshot_every: int = 500,
+    def __init__(self, machine: Machine, log: Log, *, node: str, snapshot_every: int = 500,
                  errors: list[str] | None = None) -> None:
         self.machine = machine
         self.log = log
-        self.node = node or default_node()
+        self.node = node
         self.snapshot_every = snapshot_every
         self.errors = errors if errors is not None else []
         self.stateless = machine.snapshot() is None
@@ -119,7 +103,7 @@ class Replicated:
 
     def gap(self, offset: Offset) -> None:
         """A stateless app missed entries before ``offset`` (this node fell behind what the log
-        keeps): nothing to restore, but what was missed must not pass in silence (``Replica``)."""
+        keeps): nothing to restore, but what was missed must not pass in silence (``Recovery``)."""
         self.errors.append(f"fell behind the log: entries before {offset} were trimmed unread")
 
     def reset(self, state: Any) -> None:
@@ -137,6 +121,23 @@ class Replicated:
                 await task
         await self.log.aclose()
 
+    def submit_soon(self, origin: int | None, command: dict[str, Any]) -> asyncio.Future:
+        """``submit`` without a coroutine to await: the future of what applying it gave.
+
+        On a log that applies entries as they are appended (one process) this costs no task:
+        the command is applied now and the future is already done. Otherwise the append runs
+        as a task of its own, so that a caller that does not wait still gets it done.
+        """
+        if self.log.immediate:
+            seq = next(self._seq)
+            applied = self._waiting[seq] = asyncio.get_running_loop().create_future()
+            try:
+                self.log.append_now({"n": self.node, "s": seq, "c": origin, "cmd": command})
+            finally:
+                self._waiting.pop(seq, None)
+            return applied
+        return asyncio.ensure_future(self.submit(origin, command))
+
     async def submit(self, origin: int | None, command: dict[str, Any]) -> Any:
         """Append ``command`` to the log and return what applying it on this node gave.
 
@@ -144,6 +145,8 @@ class Replicated:
         ``EventError`` the machine raised (nothing changed), or ``unavailable`` when the broker
         could not take it, or when it did not come back in time.
         """
+        if self.log.immediate:
+            return await self.submit_soon(origin, command)
         seq = next(self._seq)
         applied = self._waiting[seq] = asyncio.get_running_loop().create_future()
         entry = {"n": self.node, "s": seq, "c": origin, "cmd": command}
@@ -167,9 +170,10 @@ class Replicated:
         """Apply one entry of the log (every node, in order), then ``on_applied``."""
         mine = entry.get("n") == self.node
         waiting = self._waiting.get(entry.get("s")) if mine else None  # type: ignore[arg-type]
+        origin = entry.get("c") if mine else None
         self.offset = offset
         try:
-            applied = self.machine.apply(entry["cmd"])
+            applied = self.machine.apply(entry["cmd"], origin)
         except EventError as error:  # the same refusal on every node: nothing changed anywhere
             if waiting is not None and not waiting.done():
                 waiting.set_exception(error)
@@ -179,7 +183,7 @@ class Replicated:
             if waiting is not None and not waiting.done():
                 waiting.set_exception(EventError("internal", "the server failed to apply this change"))
             return
-        self.on_applied(offset, applied, entry.get("c") if mine else None)
+        self.on_applied(offset, applied, origin)
         if waiting is not None and not waiting.done():
             waiting.set_result(applied.result)
         self.applied += 1
@@ -189,7 +193,7 @@ class Replicated:
             task.add_done_callback(self._saving.discard)
 
     def on_applied(self, offset: Offset, applied: Applied, origin: int | None) -> None:
-        """What a node does once an entry is applied (``Replica`` pushes; the default: nothing).
+        """What a node does once an entry is applied (``Recovery`` pushes; the default: nothing).
 
         ``origin``: the id of the connection the command came from, when it came from this node.
         """
