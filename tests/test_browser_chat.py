@@ -168,7 +168,7 @@ def test_the_page_follows_presence_by_user_status_and_stays_out_after_4001(brows
         page.wait_for_selector("#notice:has-text('too many chat tabs')")
         time.sleep(3)  # events.js' backoff would have reconnected (and closed other_tab) by now
         assert not other_tab.closed
-        ana = next(uid for uid, user in chat.server.state.users.items() if user["name"] == "Ana")
+        ana = next(uid for uid, user in chat.server.state.directory.users.items() if user["name"] == "Ana")
         assert labtools.runtime.call(lambda: len(chat.server.state.connections[ana])) == 1  # on the loop thread
         labtools.run(other_tab.aclose())
     finally:

@@ -2,7 +2,8 @@
 server's adapter, and offsets/resume (with and without a broker).
 
 Both nodes run in this process, on the labtools loop, each with its own port and bus; Pedro
-uses node a and Ana node b, as two browsers behind a front door would.
+uses node a and Ana node b, as two browsers behind a front door would. A node is the chat's
+``build()`` with a ``RedisAdapter`` attached (``server.use``), as the serving code does it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import require_redis
+from waiting import eventually
 
 import labtools
+from labtools.apps import chat as chat_app
 from labtools.apps.chat import ChatLimits, mailbox
 from labtools.apps.chat.store import Store
+from labtools.cluster.adapter import RedisAdapter
 from labtools.cluster.bus import RedisBus
 from labtools.deploy import RedisServer
 from labtools.events import AckError, EventClient, EventServer
@@ -46,12 +50,11 @@ def redis() -> Iterator[RedisServer]:
     labtools.run(server.aclose())
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not true after {timeout} s")
-        await asyncio.sleep(0.02)
+def chat_node(redis_url: str, node: str, db: str | None, limits: ChatLimits = FAST) -> EventServer:
+    """The chat's server as one node of a chat whose nodes meet at ``redis_url``, not started."""
+    server = chat_app.build(db, fast_hashing=True, limits=limits)
+    server.use(RedisAdapter(redis_url, node=node))
+    return server
 
 
 # ----- the bus ------------------------------------------------------------------------------
@@ -128,8 +131,9 @@ def test_an_unreachable_broker_fails_at_start(tmp_path: Path) -> None:
 
 def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: RedisServer) -> None:
     def node(name: str) -> EventServer:
-        server: EventServer = EventServer("demo", bus=RedisBus(redis.url, "demo", name))
+        server: EventServer = EventServer("demo")
         server.on("join")(lambda client, room: client.join(room))
+        server.use(RedisAdapter(redis.url, node=name))
         return server
 
     async def main() -> None:
@@ -139,14 +143,15 @@ def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: RedisSe
         on_a = await EventClient.connect(a.url)
         on_b, in_room_b = await EventClient.connect(b.url), await EventClient.connect(b.url)
         await in_room_b.request("join", "room-1")
-        assert a.broadcast("hello", {"to": "all"}) == 1  # one socket of its own
-        assert a.broadcast("hello", {"to": "room"}, to="room-1") == 0
-        a.broadcast("local", None, to=list(a.clients.values()))  # a list of clients stays on a
+        await a.broadcast("hello", {"to": "all"})
+        await a.broadcast("hello", {"to": "room"}, to="room-1")
+        assert a.local.broadcast("local", None) == 1  # ``local`` stays on a: its one socket
+        assert a.local.broadcast("local", None, to="room-1") == 0  # a has no member of room-1
         await eventually(lambda: len(in_room_b.events("hello")) == 2, what="b's room member gets both")
         await asyncio.sleep(0.1)
         assert in_room_b.events("hello") == [{"to": "all"}, {"to": "room"}]
         assert on_b.events("hello") == [{"to": "all"}] and on_b.events("local") == []
-        assert on_a.events("local") == [None]
+        assert on_a.events("hello") == [{"to": "all"}] and on_a.events("local") == [None]
         for client in (on_a, on_b, in_room_b):
             await client.aclose()
         await a.aclose()
@@ -162,9 +167,8 @@ def test_broadcasts_to_everyone_and_to_rooms_reach_the_other_node(redis: RedisSe
 @pytest.fixture
 def nodes(tmp_path: Path, redis: RedisServer) -> Iterator[tuple[Any, Any]]:
     db = str(tmp_path / "chat.db")
-    options = {"db": db, "broker": redis.url, "fast_hashing": True, "limits": FAST}
-    a = labtools.serve("chat", name="chat-node-a", node="a", **options)
-    b = labtools.serve("chat", name="chat-node-b", node="b", **options)
+    a = labtools.serve(chat_node(redis.url, "a", db), name="chat-node-a")
+    b = labtools.serve(chat_node(redis.url, "b", db), name="chat-node-b")
     yield a, b
     a.stop()
     b.stop()
@@ -263,7 +267,7 @@ def test_a_user_still_online_on_another_node_is_not_announced_again(nodes) -> No
     labtools.run(main())
 
 
-def test_a_users_of_a_stopped_or_silent_node_go_offline(nodes) -> None:
+def test_a_users_of_a_stopped_or_silent_node_go_offline(nodes, redis: RedisServer) -> None:
     a, b = nodes
 
     async def main() -> None:
@@ -271,13 +275,13 @@ def test_a_users_of_a_stopped_or_silent_node_go_offline(nodes) -> None:
         ana = await ChatUser("Ana").sign_up(b.url)
         both = {"Pedro": True, "Ana": True}
         await pedro.wait_for_presence(lambda users: online_by_name(users) == both)
+        assert "b" in a.server.state.cluster.heard  # a hears b's heartbeats
         # Node b falls silent (as if killed): no goodbye, no heartbeat. Gone after 3 heartbeats.
         silenced = time.monotonic()
-        nodes_b = b.server.state.nodes
         await b.server.bus.aclose()
         await pedro.wait_for_presence(lambda users: online_by_name(users)["Ana"] is False, timeout=3)
         assert time.monotonic() - silenced < 3 * FAST.heartbeat + 1.0
-        assert nodes_b is not None
+        assert "b" not in a.server.state.cluster.heard
         await ana.disconnect()
 
     run(main())
@@ -287,8 +291,8 @@ def test_a_users_of_a_stopped_or_silent_node_go_offline(nodes) -> None:
     async def stopping() -> None:
         pedro = await ChatUser("Pedro").log_in(a.url)
         carla = await ChatUser("Carla").sign_up(a.url)
-        c = await labtools.aserve("chat", name="chat-node-c", node="c", db=a.server.state.store.path,
-                                  broker=a.server.bus.url, fast_hashing=True, limits=ChatLimits(heartbeat=30))
+        c = await labtools.aserve(chat_node(redis.url, "c", a.server.state.store.path, ChatLimits(heartbeat=30)),
+                                  name="chat-node-c")
         carla_on_c = await ChatUser("Carla").log_in(c.url)
         await carla.disconnect()
         await pedro.wait_for_presence(lambda users: online_by_name(users).get("Carla") is True)
@@ -389,7 +393,7 @@ def test_messages_sent_while_redis_is_down_arrive_once_it_is_back(nodes, redis: 
         await asyncio.sleep(0.3)
         assert ana.inbox == []
         await redis.restart()
-        await eventually(lambda: len(ana.inbox) == 1, timeout=8, what="the catch-up after the reconnection")
+        await eventually(lambda: len(ana.inbox) == 1, within=8, what="the catch-up after the reconnection")
         assert ana.inbox[0][1] == stored
         await asyncio.sleep(0.3)
         assert len(ana.inbox) == 1 and [m["id"] for _t, m in pedro.inbox] == [stored["id"]]
@@ -421,7 +425,7 @@ def test_many_messages_from_both_nodes_arrive_once_and_in_order(nodes) -> None:
 
 def test_a_broker_needs_a_shared_database_file(redis: RedisServer) -> None:
     with pytest.raises(ValueError, match="db=FILE"):
-        labtools.serve("chat", name="chat-no-db", broker=redis.url, node="x")
+        labtools.serve(chat_node(redis.url, "x", None), name="chat-no-db")
 
 
 # ----- one node: offsets survive a restart on the same database -------------------------------

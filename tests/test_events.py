@@ -16,9 +16,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import labtools
-from labtools.events import AckError, Client, EventClient, EventError, EventServer
+from labtools.events import AckError, Client, EventClient, EventError, EventServer, require
 from labtools.events.limits import MAX_FRAME
-from labtools.events import require
 
 run = labtools.run
 

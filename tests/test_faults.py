@@ -196,7 +196,7 @@ def test_faults_compose_with_an_existing_intercept(chat: lt.ServerHandle) -> Non
 
 def test_a_deaf_client_is_cut_at_the_client_buffer_bound() -> None:
     from labtools.events import EventServer
-    from labtools.events.server import Limits
+    from labtools.events.limits import Limits
     from labtools.sim.faults import deaf_client
 
     feed = lt.serve(lambda: EventServer("deaf-feed", limits=Limits(client_buffer=512 * 1024), keepalive=None),

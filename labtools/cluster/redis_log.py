@@ -120,7 +120,7 @@ class RedisLog:
         """Apply every entry already after the start (so a node listens only once it has caught
         up), then keep following; returns the offset caught up to."""
         await self._catch_up()
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        self._follower = asyncio.get_running_loop().create_task(self.read_forever())
         return self._offset
 
     async def _seed(self, initial: Any) -> None:
@@ -201,7 +201,7 @@ class RedisLog:
         self._offset, self._number = restart, None
         return True
 
-    async def _follow(self) -> None:
+    async def read_forever(self) -> None:
         """Read the stream from the last applied entry, for ever; after an outage, go on from there."""
         pause = 0.05
         while True:

@@ -198,6 +198,8 @@ class EventServer(Generic[S]):
         recovery = self.recovery
         if recovery is None:
             raise RuntimeError(f"{self.name}: start the server before update()")
+        if self.changes.applying:  # every node would append it again while applying this one
+            raise RuntimeError(f"{self.name}: update() inside a change; call the other change's function directly")
         return await recovery.submit_soon(sender.id if sender is not None else None, {"c": name, "d": data})
 
     def welcome(self, callback: Callable[[Client], Any]) -> Callable[[Client], Any]:

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from .. import runtime
 from ..deploy import Deployment, FrontDoor, RedisServer
-from ..deploy.cluster import node_arguments
+from ..deploy.deployment import node_arguments
 from ..events import EventClient
 from ..serving import DeploymentHandle
 from .chat_users import ChatUser

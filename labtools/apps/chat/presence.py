@@ -8,9 +8,10 @@ socket that takes lists, and one ``user-status`` per changed user to each socket
 subscribed to deltas. However fast the changes come, a socket gets at most one list, or one
 status per user, per window.
 
-With several nodes (``nodes``), a user is online when a socket of theirs is open on any node:
-``remote`` holds the users the other nodes announced, and the announcements here go to this
-node's sockets only (every node announces to its own, from the same union).
+With several nodes, a user is online when a socket of theirs is open on any node. What the other
+nodes say they hold arrives through ``cluster_presence`` (``online_on``); the union is kept here,
+and the announcements go to this node's sockets only (``server.local``): every node announces to
+its own, from the same union. On one node no other node ever speaks, and the union is this node.
 
 Why a cap on sockets per user: each socket is a share of the server's memory and of every
 broadcast. A user opening one more than ``max_sockets`` has their oldest socket closed with
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...events import Client, EventServer
+from .directory import Directory
 
 #: The close code of a socket closed because its user opened too many (an application code).
 CLOSE_TOO_MANY = 4001
@@ -40,40 +42,41 @@ def user_room(uid: str) -> str:
 class Presence:
     """Users' open sockets and the coalesced ``user-list`` / ``user-status`` announcements."""
 
-    def __init__(self, events: EventServer, users: dict[str, dict[str, str]], *, window: float,
-                 max_sockets: int) -> None:
+    def __init__(self, server: EventServer, directory: Directory, *, window: float, max_sockets: int) -> None:
         if window < 0 or max_sockets < 1:
             raise ValueError("the presence window must be >= 0 and max_sockets at least 1")
-        self.events = events
-        self.users = users  # the chat's registered users (shared, not copied)
+        self.server = server
+        self.directory = directory
         self.window = window
         self.max_sockets = max_sockets
-        self.connections: dict[str, dict[Client, None]] = {}  # uid -> open sockets, oldest first
+        self.connections: dict[str, dict[Client, None]] = {}  # uid -> open sockets here, oldest first
+        self.others: dict[str, frozenset[str]] = {}  # another node -> the uids online there
+        self.elsewhere: dict[str, set[str]] = {}  # uid -> the other nodes it is online on
         self.evicted = 0
         self._changed: dict[str, None] = {}  # uids whose presence changed since the last announcement
         self._timer: asyncio.TimerHandle | None = None
-        self.remote: dict[str, set[str]] = {}  # uid -> the other nodes it is online on
         #: Called at the end of each presence window (a node tells the others what changed here).
         self.on_window: list[Callable[[], None]] = []
+        directory.on_new.append(self.changed)  # a new user is news for every list
 
     def sockets(self, uid: str) -> list[Client]:
         return list(self.connections.get(uid, ()))
 
     def user_list(self) -> list[dict[str, Any]]:
-        return [self.status(uid) for uid in self.users]
+        return [self.status(uid) for uid in self.directory]
 
     def status(self, uid: str) -> dict[str, Any]:
-        return {"uid": uid, "name": self.users[uid]["name"], "online": self.is_online(uid)}
+        return {"uid": uid, "name": self.directory.name(uid), "online": self.is_online(uid)}
 
     def is_online(self, uid: str) -> bool:
-        return uid in self.connections or uid in self.remote
+        return uid in self.connections or uid in self.elsewhere
 
     # ----- sockets ------------------------------------------------------------------------
 
     def attach(self, client: Client, uid: str) -> None:
         """Make ``client`` a socket of ``uid`` (closing the user's oldest past the cap); send it the list."""
-        client.state["uid"] = uid
-        client.name = self.users[uid]["name"]
+        client.session.uid = uid
+        client.name = self.directory.name(uid)
         was_online = self.is_online(uid)  # here, or on another node
         sockets = self.connections.setdefault(uid, {})
         while len(sockets) >= self.max_sockets:
@@ -88,7 +91,7 @@ class Presence:
 
     def detach(self, client: Client) -> None:
         """Forget a closed socket; its user goes offline with their last one."""
-        uid = client.state.pop("uid", None)
+        uid, client.session.uid = client.session.uid, None
         if uid is None:
             return
         sockets = self.connections.get(uid, {})
@@ -101,10 +104,10 @@ class Presence:
     def _evict(self, sockets: dict[Client, None], client: Client) -> None:
         """Detach ``client`` from its user's ``sockets`` now (no more deliveries), then close it."""
         self.evicted += 1
-        uid = client.state.pop("uid", None)
+        uid, client.session.uid = client.session.uid, None
         sockets.pop(client, None)
         self._leave(client, uid)
-        client.server.close_soon(client, CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON)
+        client.close(CLOSE_TOO_MANY, CLOSE_TOO_MANY_REASON)
 
     @staticmethod
     def _leave(client: Client, uid: str | None) -> None:
@@ -118,6 +121,29 @@ class Presence:
         client.leave(LISTS)
         client.join(DELTAS)
         return self.user_list()
+
+    # ----- the other nodes ----------------------------------------------------------------
+
+    def online_on(self, node: str, online: frozenset[str]) -> None:
+        """Another ``node`` now has exactly ``online`` (empty: it is gone); note the users whose
+        presence, all nodes together, changed."""
+        before = self.others.pop(node, frozenset())
+        if online:
+            self.others[node] = online
+        for uid in online - before:
+            was = self.is_online(uid)
+            self.elsewhere.setdefault(uid, set()).add(node)
+            if not was:
+                self.changed(uid)
+        for uid in before - online:
+            nodes = self.elsewhere.get(uid)
+            if nodes is None:
+                continue
+            nodes.discard(node)
+            if not nodes:
+                del self.elsewhere[uid]
+            if not self.is_online(uid):
+                self.changed(uid)
 
     # ----- announcements ------------------------------------------------------------------
 
@@ -149,16 +175,16 @@ class Presence:
         for callback in self.on_window:
             callback()
         changed, self._changed = self._changed, {}
-        statuses = [self.status(uid) for uid in changed if uid in self.users]
+        statuses = [self.status(uid) for uid in changed if uid in self.directory]
         if not statuses:
             return
-        # To this node's sockets only (a list, not a room name): every node announces the union itself.
+        # To this node's sockets only: every node announces the union to its own.
+        local = self.server.local
         for status in statuses:
-            self.events.broadcast("user-status", status, to=self.events.room(DELTAS))
-        self.events.broadcast("user-list", self.user_list(), to=self.events.room(LISTS))
+            local.broadcast("user-status", status, to=DELTAS)
+        local.broadcast("user-list", self.user_list(), to=LISTS)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-

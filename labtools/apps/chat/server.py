@@ -15,11 +15,12 @@ windows after repeated failures per account and per (non-loopback) address. Sign
 the password before it looks the email up, so a taken email is not answered faster than a
 login is.
 
-With a ``broker`` the chat is one node of several (``nodes``): the same SQLite file, presence
-and new accounts shared on the bus, typing through the event server's adapter, and messages
-delivered by every node from the database (``SharedMailbox``). Every ``personal-message`` push
-carries its ``offset`` (the message id) and ``epoch``, and ``resume`` replays what a socket
-missed (``mailbox``), with one node or several.
+One node or several, the code is the same: it talks to ``server.bus``, which reaches no one on
+one node and the other nodes when the serving code attached a Redis adapter. The nodes share one
+SQLite file (the log of messages, ``mailbox``), new accounts go on the bus (``directory``), who is
+online where too (``cluster_presence``), and typing is a broadcast to the recipient's room, which
+the event server carries to every node. Every ``personal-message`` push carries its ``offset``
+(the message id) and ``epoch``, and ``resume`` replays what a socket missed (``mailbox``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from ...cluster.bus import redis_bus
-from ...events import Client, EventError, EventServer
+from ...events import Client, EventError, EventServer, require
+from ...events.adapter import Bus
 from ...events.limits import TokenBucket
-from ...events.server import require
 from ...measure.metrics import Trace
 from .accounts import (
     MAX_HASH_QUEUE,
@@ -49,9 +49,11 @@ from .accounts import (
     Accounts,
     load_secret,
 )
+from .cluster_presence import ClusterPresence
+from .directory import Directory
 from .mailbox import Mailbox
-from .nodes import Nodes, SharedMailbox
 from .presence import Presence, user_room
+from .session import ChatSession
 from .store import MAX_ID, EmailTaken, Store
 from .throttle import FailureThrottle, is_loopback, rate_limited
 
@@ -67,6 +69,7 @@ HIDDEN = ("Cc", "Cf")  # control and format characters: NUL, newlines, RTL overr
 # The refusals of a message, written once (not formatted again for every message that passes).
 BAD_TEXT = f"'message' must be a non-empty string of at most {MAX_TEXT} characters"
 BAD_CLIENT_ID = f"'clientId' must be a string of 1 to {MAX_CLIENT_ID} characters"
+SHARED_DB = "a chat node with a broker needs db=FILE (--db), the one file its nodes share"
 
 
 @dataclass(frozen=True)
@@ -128,24 +131,24 @@ def _name(value: Any) -> str:
 
 
 class ChatState:
-    """What the chat holds between events: its accounts and users, who is online, who is guessing.
+    """What the chat holds between events: its users, who is online, its mail, who is guessing.
 
     The handlers below read and change it; the ``Store`` (SQLite) and ``Accounts`` (argon2,
     tokens) do the slow work off the event loop. ``open`` and ``close`` run when the server
     starts and stops (``EventServer.starting`` and ``closed``).
     """
 
-    def __init__(self, store: Store, accounts: Accounts, limits: ChatLimits, presence: Presence,
-                 temporary: tempfile.TemporaryDirectory | None = None, *, mailbox: Mailbox) -> None:
-        """``mailbox`` pushes stored messages; ``nodes`` (set by ``build``) stays None without a broker."""
+    def __init__(self, server: EventServer, store: Store, accounts: Accounts, limits: ChatLimits,
+                 temporary: tempfile.TemporaryDirectory | None = None) -> None:
+        """``temporary``: the folder of a temporary database, deleted at ``close`` (None: a file of the user's)."""
+        self.server = server
         self.store = store
-        self.mailbox = mailbox
-        self.nodes: Nodes | None = None
         self.accounts = accounts
         self.limits = limits
-        self.users = presence.users  # uid -> {"uid", "name", "email"}, sign-up order
-        self.emails: set[str] = set()
-        self.presence = presence
+        self.directory = Directory(store)
+        self.presence = Presence(server, self.directory, window=limits.presence_window, max_sockets=limits.max_sockets)
+        self.mailbox = Mailbox(server, self.presence, store)
+        self.cluster = ClusterPresence(self.presence, self.directory, self.mailbox, heartbeat=limits.heartbeat)
         self.account_failures = self._failures("account", limits.account_failures)
         self.address_failures = self._failures("address", limits.address_failures)
         # Emails with a login being checked now: one at a time per account, so that a crowd of
@@ -158,19 +161,18 @@ class ChatState:
         return FailureThrottle(what, threshold=threshold, base=limits.lockout_base,
                                longest=limits.lockout_longest, forget=limits.forget_after)
 
-    async def open(self) -> None:
+    async def open(self, bus: Bus) -> None:
+        """Open the database and everything that reads it; with other nodes, it must be their file."""
+        if bus.reaches_others and self.temporary is not None:
+            raise ValueError(SHARED_DB)
         await self.store.open()
-        for user in await self.store.users():
-            self.users[user["uid"]] = user
-            self.emails.add(user["email"])
-        await self.mailbox.open()
-        if self.nodes is not None:
-            await self.nodes.start()
+        await self.directory.open(bus)
+        await self.mailbox.open(bus)
+        await self.cluster.start(bus)
 
     async def close(self) -> None:
         """Say goodbye to the other nodes, close the database, then the temporary folder."""
-        if self.nodes is not None:
-            await self.nodes.close()
+        await self.cluster.close()
         await self.mailbox.close()
         self.presence.close()
         await self.store.close()
@@ -180,7 +182,7 @@ class ChatState:
 
     @property
     def connections(self) -> dict[str, dict[Client, None]]:
-        """uid -> that user's open, authenticated sockets (oldest first)."""
+        """uid -> that user's open, authenticated sockets on this node (oldest first)."""
         return self.presence.connections
 
     def user_list(self) -> list[dict[str, Any]]:
@@ -188,21 +190,16 @@ class ChatState:
 
     # ----- who is asking ------------------------------------------------------------------
 
-    def uid(self, client: Client) -> str:
-        uid = client.state.get("uid")
+    @staticmethod
+    def uid(client: Client) -> str:
+        uid = client.session.uid
         require(uid is not None, "authenticate first: an auth event (or ?token= in the URL)", code="unauthorized")
         return uid
 
     async def known(self, value: Any, field: str) -> str:
-        if not (isinstance(value, str) and await self.exists(value)):
+        if not (isinstance(value, str) and await self.directory.find(value)):
             raise EventError("invalid-data", f"'{field}' must be the uid of a registered user")
         return value
-
-    async def exists(self, uid: str) -> bool:
-        """A registered user? Another node's new user may not be announced here yet: the database says."""
-        if uid in self.users:
-            return True
-        return self.nodes is not None and await self.nodes.learn(uid)
 
     def attach(self, client: Client, uid: str) -> None:
         """``client`` is ``uid``'s socket from now on (presence, and where its live pushes begin)."""
@@ -210,11 +207,11 @@ class ChatState:
         self.presence.attach(client, uid)
 
     def account(self, uid: str) -> dict[str, Any]:
-        return {"user": dict(self.users[uid]), "token": self.accounts.issue(uid)}
+        return {"user": self.directory.user(uid), "token": self.accounts.issue(uid)}
 
     def address(self, client: Client) -> str | None:
         """The peer's IP when its failures are counted per address; None when exempt (loopback)."""
-        remote = client.connection.remote_address
+        remote = client.remote_address
         address = str(remote[0]) if remote else ""
         return None if self.limits.exempt(address) else address
 
@@ -224,8 +221,10 @@ class ChatState:
         Besides weighing more in the event layer's rate limit (``LOGIN_COST``), login and
         sign-up have a slower bucket of their own per connection: each one costs a hash.
         """
-        attempts = client.state.setdefault(
-            "attempts", TokenBucket(self.limits.attempts_burst, self.limits.attempts_per_second))
+        session = client.session
+        if session.attempts is None:
+            session.attempts = TokenBucket(self.limits.attempts_burst, self.limits.attempts_per_second)
+        attempts = session.attempts
         wait = attempts.wait(1)
         if wait > 0:
             raise rate_limited("too many login or sign-up attempts on this connection: slow down", wait)
@@ -248,7 +247,8 @@ async def on_connect(chat: ChatState, client: Client) -> None:
         return
     try:
         uid = chat.accounts.check(tokens[0])
-        require(await chat.exists(uid), "the token's user does not exist here: sign up again", code="unauthorized")
+        require(await chat.directory.find(uid), "the token's user does not exist here: sign up again",
+                code="unauthorized")
     except EventError as error:
         client.emit("error", error.as_data())
         return
@@ -267,17 +267,13 @@ async def sign_up(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     password_hash = await chat.accounts.hash(password)
     uid = uuid.uuid4().hex
     try:
-        require(email not in chat.emails, "that email is already registered: log in instead")
+        require(not chat.directory.taken(email), "that email is already registered: log in instead")
         await chat.store.add_user(uid, name, email, password_hash)
     except (EventError, EmailTaken):  # EmailTaken: the same email signed up twice at once
         if address is not None:
             chat.address_failures.failed(address)
         raise EventError("invalid-data", "that email is already registered: log in instead") from None
-    chat.users[uid] = {"uid": uid, "name": name, "email": email}
-    chat.emails.add(email)
-    chat.presence.changed(uid)
-    if chat.nodes is not None:
-        chat.nodes.signed_up(chat.users[uid])
+    chat.directory.signed_up({"uid": uid, "name": name, "email": email})
     return chat.account(uid)
 
 
@@ -298,7 +294,7 @@ async def login(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
         ok = await chat.accounts.verify(password_hash, password)
     finally:
         chat.checking.discard(email)
-    if not (ok and uid is not None and await chat.exists(uid)):
+    if not (ok and uid is not None and await chat.directory.find(uid)):
         # Unknown emails count too, so a lockout does not tell which emails have accounts.
         chat.account_failures.failed(email)
         if address is not None:
@@ -311,14 +307,14 @@ async def login(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
 async def auth(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
     data = _fields(data, "auth", '{"token": TOKEN}')
     uid = chat.accounts.check(data.get("token"))
-    require(await chat.exists(uid), "the token's user does not exist here: sign up again", code="unauthorized")
-    current = client.state.get("uid")
+    require(await chat.directory.find(uid), "the token's user does not exist here: sign up again", code="unauthorized")
+    current = client.session.uid
     require(current in (None, uid), "this connection is another user's: open a new one")
     if current is None:
         chat.attach(client, uid)
     else:
         client.emit("user-list", chat.user_list())
-    return {"user": dict(chat.users[uid])}
+    return {"user": chat.directory.user(uid)}
 
 
 def subscribe_presence(chat: ChatState, client: Client, data: Any) -> list[dict[str, Any]]:
@@ -347,8 +343,8 @@ async def typing(chat: ChatState, client: Client, data: Any) -> None:
     sender = chat.uid(client)
     data = _fields(data, "typing", '{"to": UID}')
     recipient = await chat.known(data.get("to"), "to")
-    # A room, not a list of sockets: with several nodes, the recipient's sockets elsewhere get it too.
-    client.server.broadcast("typing", {"from": sender}, to=user_room(recipient))
+    # To a room: with several nodes, the recipient's sockets on the other nodes get it too.
+    chat.server.broadcast("typing", {"from": sender}, to=user_room(recipient))
 
 
 async def history(chat: ChatState, client: Client, data: Any) -> list[dict[str, Any]]:
@@ -389,8 +385,6 @@ def build(
     limits: ChatLimits | None = None,
     max_batch: int | None = None,
     trace: Trace | None = None,
-    broker: str | None = None,
-    node: str | None = None,
 ) -> EventServer[ChatState]:
     """The chat on ``db`` (a temporary database when None, deleted at ``aclose``), not started.
 
@@ -401,13 +395,10 @@ def build(
     ``max_batch``: the most messages one commit stores (None: all that wait; 1: one commit per
     message, for comparison).
 
-    ``broker``: a Redis URL (``redis://HOST:PORT``) making this server one node of a chat
-    whose nodes share ``db`` (required then: one file for the nodes of this machine) and the
-    broker; ``node`` names it (default ``HOSTNAME:PID``). See ``nodes`` for what is shared how.
+    The serving code may make it one node of several (``server.use``, a Redis adapter): the
+    nodes then share ``db``, which must be a file (``starting`` refuses a temporary one).
     """
     limits = limits or ChatLimits()
-    if broker is not None and (db is None or db == ":memory:"):
-        raise ValueError("a chat node with a broker needs db=FILE (--db), the one file its nodes share")
     temporary = None
     if db is None or db == ":memory:":
         temporary = tempfile.TemporaryDirectory(prefix="labtools-chat-")
@@ -419,18 +410,12 @@ def build(
     secret = secret or os.environ.get(SECRET_ENV) or load_secret(secret_path)
     accounts = Accounts(secret, token_ttl=token_ttl, fast_hashing=fast_hashing,
                         max_wait=limits.hash_max_wait, max_queue=limits.hash_max_queue)
-    bus = redis_bus(broker, "chat", node) if broker is not None else None
-    server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace, bus=bus)
-    presence = Presence(server, {}, window=limits.presence_window, max_sockets=limits.max_sockets)
-    store = Store(db, max_batch=max_batch)
-    mailbox = Mailbox(server, presence, store) if bus is None else SharedMailbox(server, presence, store, bus)
-    chat = server.state = ChatState(store, accounts, limits, presence, temporary, mailbox=mailbox)
-    if isinstance(mailbox, SharedMailbox):
-        chat.nodes = Nodes(presence, store, mailbox.bus, mailbox, heartbeat=limits.heartbeat, emails=chat.emails)
+    server: EventServer[ChatState] = EventServer("chat", page="chat", trace=trace, session=ChatSession)
+    chat = server.state = ChatState(server, Store(db, max_batch=max_batch), accounts, limits, temporary)
     for event, (handler, cost) in EVENTS.items():
         server.on(event, cost=cost)(partial(handler, chat))
     server.connected(partial(on_connect, chat))
-    server.disconnected(presence.detach)
-    server.starting(chat.open)
+    server.disconnected(chat.presence.detach)
+    server.starting(lambda: chat.open(server.bus))
     server.closed(chat.close)
     return server

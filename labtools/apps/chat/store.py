@@ -19,7 +19,7 @@ what is a retry, inside a batch too. An idle chat writes batches of one; a busy 
 tens (``batches``, ``batched_messages`` and ``largest_batch`` count them).
 
 Why a busy timeout and an epoch: several nodes of the chat on one machine share this one file
-(``nodes``). SQLite lets one writer at a time in; the others wait for the lock (up to
+(``mailbox``). SQLite lets one writer at a time in; the others wait for the lock (up to
 ``BUSY_TIMEOUT_S``) instead of failing at once. The ``meta`` table holds the database's epoch,
 a random id drawn when the database is created: message ids are offsets in that epoch, and a
 new database (a temporary one, a deleted file) is a new epoch, so a client's old offset is
@@ -237,10 +237,10 @@ class Store:
         self._waiting.append((sender, recipient, text, client_id, future))
         if not self._writing:
             self._writing = True
-            loop.call_soon(self._write_batch, loop)  # what arrives in this loop turn joins in
+            loop.call_soon(self.write_batch, loop)  # what arrives in this loop turn joins in
         return future
 
-    def _write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         cut = len(self._waiting) if self.max_batch is None else self.max_batch
         batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
         self.batches += 1
@@ -273,7 +273,7 @@ class Store:
                 if not row[4].done():
                     row[4].set_exception(error)
         if self._waiting:
-            self._write_batch(loop)
+            self.write_batch(loop)
         else:
             self._writing = False
 

@@ -1,0 +1,150 @@
+"""Who is online on the other nodes of the chat: announcements and heartbeats on the bus.
+
+Why each node announces its own users: presence is the union of the nodes' presence, and only a
+node knows its own sockets. So each node says which uids are online on it when that changes (at
+the end of the presence window, so coalesced as on one node), and again in a heartbeat every
+``ChatLimits.heartbeat`` seconds; ``Presence.online_on`` merges what the others say.
+
+Why heartbeats: a node that is killed or cut off never says goodbye. A node not heard from for
+``MISSED_HEARTBEATS`` heartbeats is taken for gone, and its users go offline; a node that stops
+says so at once (``bye``). A node that (re)joins says ``hello``, and the others answer at once,
+so it does not wait a heartbeat to know who is online. A heartbeat also carries its node's
+delivery cursor: a node that sees a larger one missed a bell, and its mailbox catches up.
+
+Why the cap of sockets per user stays per node: counting sockets across nodes would cost a round
+trip per connection, for a limit that protects each node's own memory anyway.
+
+On one node (the bus reaches no one) nothing of this runs: no timer, no message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from ... import runtime
+from ...events.adapter import Bus
+from .directory import Directory
+from .mailbox import Mailbox
+from .presence import Presence
+
+#: Heartbeats a node may miss before its users are taken offline.
+MISSED_HEARTBEATS = 3
+#: The bus channel of presence: ``{"online": [UID, ...], "cursor"?: N, "hello"?: true, "bye"?: true}``.
+PRESENCE = "presence"
+
+
+class ClusterPresence:
+    """What this node tells the others about its users, and what it hears about theirs.
+
+    ``heard`` (node -> when it last spoke) is what decides that a silent node is gone.
+    """
+
+    bus: Bus  # set by ``start``: the server's bus exists only once it starts
+
+    def __init__(self, presence: Presence, directory: Directory, mailbox: Mailbox, *, heartbeat: float) -> None:
+        if heartbeat <= 0:
+            raise ValueError("the heartbeat must be positive")
+        self.presence = presence
+        self.directory = directory
+        self.mailbox = mailbox
+        self.heartbeat = heartbeat
+        self.heard: dict[str, float] = {}
+        self.announced: frozenset[str] = frozenset()
+        self._task: asyncio.Task | None = None
+        self._learning: set[asyncio.Task] = set()
+
+    async def start(self, bus: Bus) -> None:
+        """With other nodes to reach: listen, say hello (the others answer at once), then beat."""
+        if not bus.reaches_others:
+            return
+        self.bus = bus
+        bus.subscribe(PRESENCE, self._heard)
+        bus.on_reconnect(self._reconnected)
+        self.presence.on_window.append(self.announce_if_changed)
+        self.say(hello=True)
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def close(self) -> None:
+        """Stop beating and tell the others this node's users are gone (not in three heartbeats)."""
+        if self._task is None:  # never started, or one node
+            return
+        await runtime.cancel(self._task)
+        self._task = None
+        for task in list(self._learning):
+            task.cancel()
+        await asyncio.gather(*self._learning, return_exceptions=True)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(self.bus.publish(PRESENCE, {"online": [], "bye": True}), self.heartbeat)
+
+    # ----- what this node says ------------------------------------------------------------
+
+    def say(self, *, hello: bool = False) -> None:
+        """Announce the uids online on this node (and the cursor: a lost bell is found here)."""
+        self.announced = frozenset(self.presence.connections)
+        message: dict[str, Any] = {"online": sorted(self.announced), "cursor": self.mailbox.cursor}
+        if hello:
+            message["hello"] = True
+        self.bus.post(PRESENCE, message)
+
+    def announce_if_changed(self) -> None:
+        """At the end of a presence window: tell the others when this node's online set changed."""
+        if self.announced != self.presence.connections.keys():
+            self.say()
+
+    async def _beat(self) -> None:
+        """Say who is here every heartbeat; look for silent nodes four times as often, so that a
+        dead node's users go offline little more than three heartbeats after its last word."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.heartbeat / 4)
+            ticks += 1
+            if ticks % 4 == 0:
+                self.say()
+            self.expire()
+
+    def _reconnected(self) -> None:
+        """Back on the bus: the others may have taken us for gone (the mailbox catches up itself)."""
+        self.say(hello=True)
+
+    # ----- what this node hears -----------------------------------------------------------
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        node, online = message.get("node"), message.get("online")
+        if not (isinstance(node, str) and isinstance(online, list) and all(isinstance(u, str) for u in online)):
+            return
+        if message.get("hello"):
+            self.say()  # a node (re)joined: it should not wait a heartbeat to know who is here
+        cursor = message.get("cursor")
+        if type(cursor) is int and cursor > self.mailbox.cursor:
+            self.mailbox.wake()
+        if message.get("bye"):
+            self.presence.online_on(node, frozenset())
+            self.heard.pop(node, None)
+            return
+        self.presence.online_on(node, frozenset(online))
+        self.heard[node] = time.monotonic()
+        unknown = [uid for uid in online if uid not in self.directory]
+        if unknown:
+            self._spawn(self._find_all(unknown))
+
+    def expire(self) -> None:
+        """Take the nodes not heard from for ``MISSED_HEARTBEATS`` heartbeats for gone."""
+        silent_since = time.monotonic() - MISSED_HEARTBEATS * self.heartbeat
+        for node, heard in list(self.heard.items()):
+            if heard < silent_since:
+                self.presence.online_on(node, frozenset())
+                del self.heard[node]
+
+    async def _find_all(self, uids: Iterable[str]) -> None:
+        """Users online elsewhere whose sign-up this node has not heard of: the database knows them."""
+        for uid in uids:
+            await self.directory.find(uid)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._learning.add(task)
+        task.add_done_callback(self._learning.discard)
