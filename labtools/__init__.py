@@ -8,6 +8,17 @@ the kernel, counts what crosses the wire, and plots it. Start here::
     server.stats()                      # its counters, as PROTOCOL.md's /stats gives them
     lt.show(some_function)              # the code that runs, from its source, with file:line
     lt.stop_all()                       # everything stops (also at kernel shutdown)
+
+Its rooms, each a module or a package with one job (CONTRIBUTING.md, "Layout"), from the bottom
+up: ``runtime`` (the background loop and the registry of running services), ``measure``
+(counters, bytes at the socket), ``httphead`` (HTTP/1.1 heads parsed without I/O), ``handmade``
+(lesson 03's WebSocket by hand), ``events`` (the event layer every app runs on), ``cluster``
+(several nodes of one app, on Redis), ``polling`` (the REST chat of lessons 01-02), ``apps``
+(the lesson apps), ``serving`` (``lt.serve``: the one way to start any server), ``cli`` and
+``__main__`` (``python -m labtools serve APP``), ``processes`` (servers in child processes),
+``deploy`` (Redis, the nodes and HAProxy of lesson 11), ``sim`` (simulated users and the
+lessons' experiments), ``plots`` (what a cell shows) and ``exercises`` (``lt.check``,
+``lt.solution``).
 """
 
 from .exercises import check, solution

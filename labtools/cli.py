@@ -31,7 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
     serve.add_argument("--broker", default=None, type=broker_url, metavar="URL",
                        help="share through this Redis, redis://HOST:PORT[/DB] (default: one process, nothing else)")
-    serve.add_argument("--node", default=None, metavar="NAME", help="this node's name (default: host, pid and a random suffix)")
+    serve.add_argument("--node", default=None, metavar="NAME",
+                       help="this node's name (default: host, pid and a random suffix)")
     # labtools.processes: stop when stdin reaches end of file (the parent that holds its pipe died).
     serve.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -179,20 +179,24 @@ def build(app: str | Callable[..., Server] | Server, *, broker: str | None = Non
           **options: Any) -> Server:
     """The server ``app`` names, makes or is, not started yet; with ``broker``, one node of an
     app whose nodes share that Redis (``node`` names it)."""
-    server = make(app, **options)
+    if isinstance(app, str) and is_spec(app):
+        build_function = builder(app)
+        server = make(build_function, **options)
+        page_beside(server, Path(inspect.getfile(build_function)))
+    else:
+        server = make(app, **options)
     if broker is not None or node is not None:
         use = getattr(server, "use", None)
         if use is None:
             raise TypeError(f"{default_name(app)!r} has no adapter (use() an adapter: an EventServer or the "
                             "polling server): it cannot run as one of several nodes")
         use(RedisAdapter(broker, node) if broker is not None else LocalAdapter(node))
-    if isinstance(app, str) and app.partition(":")[0].endswith(".py"):
-        page_beside(server, Path(app.partition(":")[0]))
     return server
 
 
 def page_beside(server: Server, path: Path) -> None:
-    """A learner's ``page=Path("my_page")`` is the folder beside their file, wherever it runs."""
+    """A learner's ``page=Path("my_page")`` is the folder beside their build's file (``path``),
+    wherever the server runs from."""
     page = getattr(server, "page", None)
     if isinstance(page, Path) and not page.is_absolute():
         server.page = path.resolve().parent / page  # type: ignore[attr-defined]

@@ -6,6 +6,9 @@ These are not timed tests: the figures they print are read by people, not assert
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +21,47 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted([p.name for p in BENCHMARKS.glob("*.py")] + ["peers/run.py"])
 
 
+def quick_option(tree: ast.Module) -> bool:
+    """Whether the script declares ``parser.add_argument("--quick", ...)``."""
+    return any(
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
+        and any(isinstance(arg, ast.Constant) and arg.value == "--quick" for arg in node.args)
+        for node in ast.walk(tree)
+    )
+
+
+def main_guard(tree: ast.Module) -> bool:
+    """Whether the script has ``if __name__ == "__main__":`` at its top level."""
+    return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
+
+
 def test_there_are_benchmarks() -> None:
+    """Each benchmark is a script a person can run: it says what it measures and how to run it
+    (a module docstring that shows ``--quick``), takes ``--quick``, runs as ``__main__``, and is
+    smoke-tested by ``test_quick_pass``; and no script with a ``--quick`` pass is left out of it."""
     assert {"chat.py", "cluster.py", "fanout.py", "polling.py", "scale.py", "peers/run.py"} <= set(SCRIPTS)
+    smoked = next(mark.args[1] for mark in test_quick_pass.pytestmark if mark.name == "parametrize")
+    assert list(smoked) == SCRIPTS
+    problems = []
+    for script in SCRIPTS:
+        tree = ast.parse((BENCHMARKS / script).read_text(encoding="utf-8"), filename=script)
+        doc = ast.get_docstring(tree) or ""
+        if not doc.strip():
+            problems.append(f"{script}: no module docstring (what it measures, how to run it)")
+        elif "--quick" not in doc:
+            problems.append(f"{script}: its docstring does not show the --quick smoke pass")
+        if not quick_option(tree):
+            problems.append(f"{script}: no --quick option (parser.add_argument('--quick', ...))")
+        if not main_guard(tree):
+            problems.append(f"{script}: no `if __name__ == '__main__':`")
+    hidden = {"node_modules"}
+    for path in sorted(BENCHMARKS.rglob("*.py")):
+        relative = path.relative_to(BENCHMARKS)
+        if hidden & set(relative.parts) or any(part.startswith(".") for part in relative.parts):
+            continue
+        if relative.as_posix() not in SCRIPTS and quick_option(ast.parse(path.read_text(encoding="utf-8"))):
+            problems.append(f"{relative}: has a --quick pass that test_quick_pass does not run")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -30,3 +72,54 @@ def test_quick_pass(script: str) -> None:
     )
     assert done.returncode == 0, f"{script} --quick exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     assert any(ch.isdigit() for ch in done.stdout), f"{script} --quick printed no figures:\n{done.stdout}"
+
+
+def test_peers_course_before_repeated(tmp_path: Path) -> None:
+    """The peer benchmark's --course-before (the course's servers as of HEAD, from `git archive`)
+    with --repeat 2, the course's servers alone to stay quick: minichat and chat each run as
+    'current' and 'before', interleaved with the two swapping places in the second repetition;
+    every run measured; the tables show the runs' medians, and the comparison table a ratio
+    current / before for CPU per delivery, CPU per message and memory per connection."""
+    root = BENCHMARKS.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout: no HEAD to run as 'before'")
+    raw = tmp_path / "peers.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "peers/run.py"), "--quick", "--servers", "course", "--course-before",
+         "--repeat", "2", "--json", str(raw)],
+        cwd=root, capture_output=True, text=True, timeout=900,
+    )
+    out = done.stdout
+    assert done.returncode == 0, f"exited {done.returncode}:\n{out}\n{done.stderr[-3000:]}"
+    label = f"HEAD {head.stdout.strip()}"
+
+    recorded = json.loads(raw.read_text())
+    assert (recorded["repeat"], recorded["before"]) == (2, label)
+    for workload, app in (("broadcast", "minichat"), ("chat", "chat")):
+        runs = recorded["results"][workload]
+        assert [(r["role"], r["repetition"]) for r in runs] == [
+            ("current", 1), ("before", 1), ("before", 2), ("current", 2)], workload
+        assert {r["server"] for r in runs} == {f"course (labtools {app})", f"course before ({label})"}
+        assert not [r["error"] for r in runs if "error" in r]
+        for r in runs:
+            if workload == "broadcast":
+                assert r["rssPerConnKiB"] > 0 and all(s["serverCpuUsPerDelivery"] > 0 for s in r["steps"])
+            else:
+                assert all(p["exactlyOnce"] and p["serverCpuUsPerMsg"] > 0 for p in r["closed"])
+
+    assert "Each server ran 2 times, interleaved" in out
+    tables, comparison = out.split(f"### The course against itself before the change ({label})\n", 1)
+    # Both course servers in every table of both workloads: broadcast (2 rates, memory) and chat
+    # (closed loop, open loop, set-up).
+    assert tables.count(f"| course before ({label}) | ") == 6 and tables.count("| course (labtools ") == 6, out
+    ratios = {}
+    for line in comparison.strip().splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        ratios[cells[0]] = cells[3]  # current / before, of the medians
+    wanted = ["broadcast 1,000/s: server CPU µs/delivery", "broadcast 2,000/s: server CPU µs/delivery",
+              "broadcast: RSS KiB per idle connection (100)", "chat closed P=10: server CPU µs/msg"]
+    assert set(wanted) <= set(ratios), ratios
+    assert all(re.fullmatch(r"\d+\.\d\d×", ratios[w]) for w in wanted), ratios

@@ -274,9 +274,9 @@ def test_serve_with_nodes_hands_the_cell_the_front_door() -> None:
 
 
 def test_serve_with_nodes_takes_an_app_by_name_or_by_file_only() -> None:
-    with pytest.raises(ValueError, match="%%writefile my_app.py"):  # a function in a cell: no process can import it
+    with pytest.raises(ValueError, match=r"%%writefile my_app\.py"):  # a cell's function: no process imports it
         lt.serve(lambda: None, nodes=2)
-    with pytest.raises(ValueError, match="PATH.py:build or module:function"):
+    with pytest.raises(ValueError, match=r"PATH\.py:build or module:function"):
         lt.serve("no such app", nodes=2)
     with pytest.raises(ValueError, match="at least one node"):
         lt.serve("minichat", nodes=0)

@@ -2,12 +2,21 @@
 
     python benchmarks/peers/run.py            # the full run (about 5 minutes on 2 cores)
     python benchmarks/peers/run.py --quick    # a few seconds per server: a CI smoke pass
+    python benchmarks/peers/run.py --course-before --repeat 3   # + the course as of HEAD; 3 runs each
 
 Installs the peers' dependencies when missing (``npm ci`` into benchmarks/peers/node_modules,
 a venv benchmarks/peers/.venv-peers from requirements-peers.txt), starts each server in a
 process of its own on a free port, runs ``loadgen.mjs`` (Node.js) against it, stops it, checks
 the chat's database (stored rows == acknowledged messages, no duplicates), and prints one
 Markdown table per workload with ratios against the course's server. See README.md here.
+
+``--course-before`` also runs the course's servers (minichat and chat) as of a git revision
+(``--before REV``, HEAD by default: the code without the working tree's uncommitted change),
+which ``git archive`` extracts into the run's temporary folder, back to back with this working
+tree's, and prints a table current / before. ``--repeat N`` runs every server N times,
+interleaved (A B C, A B C, ...; the course's current and before swap places in even runs), and
+prints the median of each figure with its spread (min–max). ``--json FILE`` writes every run's
+raw result.
 
 Exits non-zero when node or npm is missing, a server does not start, the load generator fails,
 an exactly-once check fails, or messages are lost (closed loop, the lowest open-loop rate, and,
@@ -27,10 +36,12 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +109,90 @@ def install_venv() -> Path:
     return python
 
 
+def git(*arguments: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *arguments], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def resolve_before(rev: str) -> tuple[str, str]:
+    """(the commit ``rev`` names, a label such as ``HEAD 0c9c9c6``); exits when it names no commit.
+
+    Done before anything is installed or run: a mistyped revision costs nothing."""
+    try:
+        commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        short = git("rev-parse", "--short", commit)
+    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        detail = (getattr(error, "stderr", None) or "").strip()
+        where = f"peers benchmark: --before {rev}: not a commit of {ROOT}"
+        raise SystemExit(where + (f": {detail}" if detail else "")) from error
+    return commit, short if rev == short else f"{rev} {short}"
+
+
+def extract(commit: str, folder: Path) -> Path:
+    """The course's tree at ``commit``, extracted with ``git archive`` into ``folder``.
+
+    Reads the repository's objects only (no worktree, no index, no ref is touched), so it works
+    while the working tree is being edited; the extracted tree lives in the run's temporary folder.
+    """
+    root = folder / f"before-{commit[:12]}"
+    root.mkdir()
+    print(f"$ git archive {commit} | tar -x -C {root}", file=sys.stderr, flush=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit], stdout=subprocess.PIPE)
+    assert archive.stdout is not None
+    try:
+        subprocess.run(["tar", "-x", "-C", str(root)], stdin=archive.stdout, check=True)
+    finally:
+        archive.stdout.close()
+        code = archive.wait()
+    if code != 0:
+        raise SystemExit(f"peers benchmark: git archive {commit} failed (exit code {code})")
+    return root
+
+
+def course_env(root: Path, cache: Path) -> dict[str, str]:
+    """The environment of a course server run from ``root``: that tree first on PYTHONPATH, and the
+    run's bytecode cache (``precompile``) as the only place Python reads and writes bytecode."""
+    return dict(os.environ, PYTHONPYCACHEPREFIX=str(cache),
+                PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+
+
+def precompile(roots: list[Path], folder: Path) -> Path:
+    """Fill one bytecode cache in the run's folder, which the course's servers then use
+    (PYTHONPYCACHEPREFIX), so that the current and the before server start alike and nothing
+    is written into the trees themselves.
+
+    With a cache prefix Python looks for *every* module's bytecode there, the standard library's
+    and the venv's included; a server that found it empty would compile some 360 modules at start
+    (a second of CPU, a few MiB more RSS before the first client) whenever PYTHONDONTWRITEBYTECODE
+    is set. So: every module of each tree's labtools (``compileall``), then what its servers import
+    (``labtools.cli`` and the apps minichat and chat, imported once with writing allowed)."""
+    cache = folder / "pycache"
+    warm = ("import importlib, labtools.cli\n"
+            "for app in ('minichat', 'chat'):\n"
+            "    importlib.import_module('labtools.apps.' + app)\n")
+    for root in roots:
+        env = course_env(root, cache)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "labtools")], env=env, check=False,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-c", warm], cwd=HERE, env=env, check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)  # a tree that does not import: its server says so at start
+    return cache
+
+
+def check_course_root(root: Path) -> None:
+    """A server started with ``root`` first on PYTHONPATH must import labtools from there (not from
+    the course's editable install): otherwise 'before' would silently be the current code."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    found = subprocess.run([sys.executable, "-c", "import labtools; print(labtools.__file__)"], cwd=HERE, env=env,
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"peers benchmark: labtools does not import from {root}:\n{found.stderr.strip()[-800:]}")
+    path = Path(found.stdout.strip()).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise SystemExit(f"peers benchmark: a server run from {root} would import labtools from {path}")
+
+
 # ----- processes ---------------------------------------------------------------------------------------
 
 
@@ -113,10 +208,11 @@ def free_port() -> int:
 
 
 def start_server(
-    name: str, command: list[str], timeout: float = 30.0, root: Path = ROOT
+    name: str, command: list[str], timeout: float = 30.0, root: Path = ROOT, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """Start ``command`` in its own session; wait for the ``http://…`` line it prints once listening."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen(
         command, cwd=HERE, stdout=subprocess.PIPE, text=True, env=env,
         preexec_fn=_raise_fd_limit, start_new_session=True,
@@ -181,19 +277,38 @@ def loadgen(node: str, config: dict[str, Any], timeout: float) -> dict[str, Any]
 # ----- the servers ---------------------------------------------------------------------------------------
 
 
+def course_servers(workload: str, folder: Path, before: tuple[Path, str] | None) -> list[dict[str, Any]]:
+    """The course's server for ``workload`` (minichat or chat) from this working tree, and, with
+    ``before`` = (root, label) (``--course-before``), the same server from that other tree, run
+    back to back with this one's (``in_turn``): a change is measured against the code it
+    replaces in one run."""
+    app = "minichat" if workload == "broadcast" else "chat"
+    current = {"name": f"course (labtools {app})", "role": "current", "proto": "course",
+               "command": [sys.executable, "-m", "labtools", "serve", app, "--port", "{port}"],
+               "env": {"PYTHONPYCACHEPREFIX": str(folder / "pycache")}}  # see precompile()
+    if workload == "chat":
+        current["command"] += ["--db", "{db}"]
+        current["db"] = folder / "course.db"
+    if before is None:
+        return [current]
+    root, label = before
+    earlier = {**current, "name": f"course before ({label})", "role": "before", "root": root}
+    if workload == "chat":
+        earlier["db"] = folder / "before.db"
+    return [current, earlier]
+
+
 def servers(
-    workload: str, node: str, peer_python: Path, folder: Path, before: Path | None = None
+    workload: str, node: str, peer_python: Path, folder: Path, before: tuple[Path, str] | None = None
 ) -> list[dict[str, Any]]:
     """Each server under test: its name, protocol, command, and (chat) its SQLite file.
 
-    ``before``: another checkout of the course (``--course-before``), whose chat is run too,
-    right after this one's, so that a change is measured against the code it replaces in one run.
+    ``before``: (root, label) of another tree of the course (``--course-before``), whose server
+    for the workload runs too (``course_servers``).
     """
-    course = [sys.executable, "-m", "labtools", "serve"]
     if workload == "broadcast":
         return [
-            {"name": "course (labtools minichat)", "proto": "course",
-             "command": [*course, "minichat", "--port", "{port}"]},
+            *course_servers(workload, folder, before),
             {"name": "Node ws (raw)", "proto": "course",
              "command": [node, "server_ws.mjs", "--port", "{port}"]},
             {"name": "bare websockets broadcast()", "proto": "course",
@@ -203,13 +318,8 @@ def servers(
             {"name": "python-socketio (aiohttp)", "proto": "sio",
              "command": [str(peer_python), "server_sio.py", "--port", "{port}"]},
         ]
-    earlier = [] if before is None else [
-        {"name": f"course before ({before.name})", "proto": "course", "db": folder / "before.db", "root": before,
-         "command": [*course, "chat", "--port", "{port}", "--db", "{db}"]}]
     return [
-        {"name": "course (labtools chat)", "proto": "course", "db": folder / "course.db",
-         "command": [*course, "chat", "--port", "{port}", "--db", "{db}"]},
-        *earlier,
+        *course_servers(workload, folder, before),
         {"name": "Node Socket.IO 4 + sqlite3", "proto": "sio", "db": folder / "sqlite3.db",
          "command": [node, "server.mjs", "chat", "--driver", "sqlite3", "--port", "{port}", "--db", "{db}"]},
         {"name": "Node Socket.IO 4 + better-sqlite3", "proto": "sio", "db": folder / "better.db",
@@ -217,6 +327,18 @@ def servers(
         {"name": "python-socketio + aiosqlite", "proto": "sio", "db": folder / "aiosqlite.db",
          "command": [str(peer_python), "server_sio.py", "--port", "{port}", "--db", "{db}"]},
     ]
+
+
+def in_turn(plan: list[dict[str, Any]], repetition: int) -> list[dict[str, Any]]:
+    """The servers in the order repetition ``repetition`` runs them: the plan's order, except that
+    the course's current and before servers (back to back) swap places in even repetitions, so
+    that neither is always the one that runs second (after a warmer machine, a fuller page cache)."""
+    order = list(plan)
+    roles = [server.get("role") for server in order]
+    if repetition % 2 == 0 and "current" in roles and "before" in roles:
+        i, j = roles.index("current"), roles.index("before")
+        order[i], order[j] = order[j], order[i]
+    return order
 
 
 def verify_db(db: Path, phases: list[dict[str, Any]]) -> None:
@@ -239,12 +361,19 @@ def verify_db(db: Path, phases: list[dict[str, Any]]) -> None:
     connection.close()
 
 
-def run_server(server: dict[str, Any], workload: str, node: str, size: dict[str, Any], tag: str) -> dict[str, Any]:
+def run_server(
+    server: dict[str, Any], workload: str, node: str, size: dict[str, Any], tag: str, repetition: int = 1
+) -> dict[str, Any]:
+    """One run of one server: start it, load it, stop it; a fresh database per repetition."""
     port = free_port()
-    command = [part.format(port=port, db=server.get("db", "")) for part in server["command"]]
+    db = server.get("db")
+    if db is not None and repetition > 1:
+        db = db.with_name(f"{db.stem}-{repetition}{db.suffix}")
+    command = [part.format(port=port, db=db or "") for part in server["command"]]
     started = time.monotonic()
-    print(f"\n## {workload}: {server['name']}", file=sys.stderr, flush=True)
-    process, url = start_server(server["name"], command, root=server.get("root", ROOT))
+    print(f"\n## {workload}: {server['name']}" + (f" (run {repetition})" if repetition > 1 else ""),
+          file=sys.stderr, flush=True)
+    process, url = start_server(server["name"], command, root=server.get("root", ROOT), env=server.get("env"))
     config: dict[str, Any] = {
         "name": server["name"], "proto": server["proto"], "url": url, "pid": process.pid,
         "clkTck": os.sysconf("SC_CLK_TCK"), "runTag": tag, "workload": workload, "p99GoalMs": P99_GOAL_MS,
@@ -260,9 +389,13 @@ def run_server(server: dict[str, Any], workload: str, node: str, size: dict[str,
     finally:
         stop(process)
     result["server"] = server["name"]
+    result["role"] = server.get("role", "peer")
+    result["repetition"] = repetition
     result["wallS"] = round(time.monotonic() - started, 1)
     if workload == "chat" and "error" not in result:
-        verify_db(server["db"], result["closed"] + result["open"])
+        verify_db(db, result["closed"] + result["open"])
+        for suffix in ("", "-wal", "-shm"):  # checked: a repetition's database is not needed any more
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
     return result
 
 
@@ -272,7 +405,8 @@ def run_server(server: dict[str, Any], workload: str, node: str, size: dict[str,
 def failures_of(result: dict[str, Any], quick: bool) -> list[str]:
     name = result["server"]
     if "error" in result:
-        return [f"{name}: {result['error'].splitlines()[0]}"]
+        message = result["error"].splitlines()[0]
+        return [message if message.startswith(name) else f"{name}: {message}"]
     found = []
     if result.get("droppedConnections"):
         found.append(f"{name}: {result['droppedConnections']} connections closed by the server")
@@ -318,86 +452,209 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# With --repeat N every server has N results: a cell is the median of the N figures, then their spread
+# (min–max), and "x vs course" is the median of the per-run ratios (each run's server against the same
+# run's course, minutes apart: the pair shares what the machine did then). One run prints as before.
+
+Runs = dict[int, dict[str, Any]]  # repetition -> the result of one run of one server
+Figure = Callable[[dict[str, Any]], Any]
+
+
+def figure(*path: str | int) -> Figure:
+    """The figure at ``path`` in a result: figure("steps", 0, "p99")(r) is r["steps"][0]["p99"]."""
+    def get(result: dict[str, Any]) -> Any:
+        for key in path:
+            result = result[key]
+        return result
+    return get
+
+
+def grouped(results: list[dict[str, Any]]) -> list[tuple[str, str, Runs]]:
+    """(server, role, its runs without error) per server with at least one, in the order run; a
+    server that failed in some runs is named with how many it has ("2 of 3 runs")."""
+    found: dict[str, tuple[str, Runs]] = {}
+    for r in results:
+        _, runs = found.setdefault(r["server"], (r.get("role", "peer"), {}))
+        if "error" not in r:
+            runs[r.get("repetition", 1)] = r
+    planned = max((r.get("repetition", 1) for r in results), default=1)
+    return [(name if len(runs) == planned else f"{name} ({len(runs)} of {planned} runs)", role, runs)
+            for name, (role, runs) in found.items() if runs]
+
+
+def runs_of(groups: list[tuple[str, str, Runs]], role: str) -> Runs | None:
+    return next((runs for _, r, runs in groups if r == role), None)
+
+
+def numbers(runs: Runs, get: Figure) -> list[float]:
+    values = (get(r) for r in runs.values())
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def cell(runs: Runs, get: Figure, digits: int = 1) -> str:
+    """The median of a figure over the runs, with its spread (min–max) when there are several."""
+    values = numbers(runs, get)
+    low, high = fmt(min(values, default=None), digits), fmt(max(values, default=None), digits)
+    return fmt(median(values), digits) + ("" if low == high else f" ({low}–{high})")
+
+
+def paired(runs: Runs, reference: Runs | None, get: Figure) -> str:
+    """The median of the per-run ratios run / reference (same repetition), with their spread."""
+    ratios = []
+    for repetition, r in runs.items():
+        ref = reference.get(repetition) if reference else None
+        if ref is not None:
+            a, b = get(r), get(ref)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+                ratios.append(a / b)
+    if not ratios:
+        return "–"
+    low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+    return f"{statistics.median(ratios):.2f}×" + ("" if low == high else f" ({low}–{high})")
+
+
+def best_open(result: dict[str, Any]) -> dict[str, Any]:
+    """The open-loop step with the highest sustained rate ({} when none was sustained)."""
+    good = [p for p in result["open"] if p["sustained"]]
+    return max(good, key=lambda p: p["rate"]) if good else {}
+
+
 def chat_tables(results: list[dict[str, Any]]) -> str:
-    ok = [r for r in results if "error" not in r]
-    if not ok:
+    groups = grouped(results)
+    if not groups:
         return "(no chat results)"
-    course = ok[0] if ok[0]["server"].startswith("course") else None
+    course = runs_of(groups, "current")
+    first = next(iter(groups[0][2].values()))
+    several = any(len(runs) > 1 for _, _, runs in groups)
     out = []
-    for index, pairs in enumerate(ok[0]["closed"][i]["pairs"] for i in range(len(ok[0]["closed"]))):
-        ref = course["closed"][index] if course else {}
+    for index, phase in enumerate(first["closed"]):
         rows = []
-        for r in ok:
-            p = r["closed"][index]
+        for name, _, runs in groups:
+            def at(key: str, index: int = index) -> Figure:
+                return figure("closed", index, key)
+            exact = all(r["closed"][index]["exactlyOnce"] for r in runs.values())
+            stored, acked = sum(numbers(runs, at("storedRows"))), sum(numbers(runs, at("acked")))
             rows.append([
-                r["server"], fmt(p["msgPerS"], 0), ratio(p["msgPerS"], ref.get("msgPerS")),
-                fmt(p["ackP50"]), fmt(p["ackP99"]), ratio(p["ackP99"], ref.get("ackP99")), fmt(p["deliveryP99"]),
-                fmt(p["serverCpuUsPerMsg"]), ratio(p["serverCpuUsPerMsg"], ref.get("serverCpuUsPerMsg")),
-                fmt(p["serverCpuPct"], 0), fmt(p["loadgenCpuPct"], 0), fmt(p["rateLimitedRetries"], 0),
-                f"{p['storedRows']:,} / {p['acked']:,}" + ("" if p["exactlyOnce"] else " ✗"),
+                name, cell(runs, at("msgPerS"), 0), paired(runs, course, at("msgPerS")),
+                cell(runs, at("ackP50")), cell(runs, at("ackP99")), paired(runs, course, at("ackP99")),
+                cell(runs, at("deliveryP99")), cell(runs, at("serverCpuUsPerMsg")),
+                paired(runs, course, at("serverCpuUsPerMsg")), cell(runs, at("serverCpuPct"), 0),
+                cell(runs, at("loadgenCpuPct"), 0), cell(runs, at("rateLimitedRetries"), 0),
+                f"{stored:,} / {acked:,}" + ("" if exact else " ✗"),
             ])
+        pairs = phase["pairs"]
         out.append(f"### Private chat, closed loop, P={pairs} pairs ({2 * pairs} users)\n\n" + table(
             ["server", "msg/s", "x vs course", "ack p50 ms", "ack p99 ms", "x vs course", "delivery p99 ms",
              "server CPU µs/msg", "x vs course", "server CPU %", "loadgen CPU %", "rate-limited retries",
-             "rows / acked"], rows))
+             "rows / acked" + (" (all runs)" if several else "")], rows))
+
+    def best_rate(r: dict[str, Any]) -> int:
+        return best_open(r).get("rate", 0)
+
+    def there(key: str) -> Figure:
+        return lambda r: best_open(r).get(key)
+
     rows = []
-    best_ref = None
-    for r in ok:
-        good = [p for p in r["open"] if p["sustained"]]
-        best = max(good, key=lambda p: p["rate"]) if good else None
-        if course is not None and r is course:
-            best_ref = best["rate"] if best else None
-        steps = "; ".join(
-            f"{p['rate']:,}: p99 {fmt(p['ackP99'])} ms, lost {p['lost']}" + ("" if p["sustained"] else " ✗")
-            for p in r["open"]
+    for name, _, runs in groups:
+        steps = " · ".join(
+            (f"#{repetition}: " if several else "") + "; ".join(
+                f"{p['rate']:,}: p99 {fmt(p['ackP99'])} ms, lost {p['lost']}" + ("" if p["sustained"] else " ✗")
+                for p in r["open"])
+            for repetition, r in runs.items()
         )
+        none = not any(best_open(r) for r in runs.values())
         rows.append([
-            r["server"], fmt(best["rate"], 0) if best else "none", ratio(best["rate"] if best else None, best_ref),
-            fmt(best["ackP99"]) if best else "–", fmt(best["serverCpuUsPerMsg"]) if best else "–",
-            fmt(best["loadgenCpuPct"], 0) if best else "–", steps,
+            name, "none" if none else cell(runs, best_rate, 0), "–" if none else paired(runs, course, best_rate),
+            cell(runs, there("ackP99")), cell(runs, there("serverCpuUsPerMsg")), cell(runs, there("loadgenCpuPct"), 0),
+            steps,
         ])
-    pairs = ok[0]["open"][0]["pairs"] if ok[0]["open"] else "?"
+    pairs = first["open"][0]["pairs"] if first["open"] else "?"
     out.append(f"### Private chat, open loop ({pairs} pairs): highest rate with p99 ≤ {P99_GOAL_MS:g} ms and "
-               "nothing lost\n\n" + table(
+               "nothing lost" + (" (none counts as 0 in the median)" if several else "") + "\n\n" + table(
                    ["server", "max msg/s", "x vs course", "ack p99 ms there", "server CPU µs/msg there",
                     "loadgen CPU % there", "steps (msg/s: ack p99, lost)"], rows))
-    setup = [[r["server"], fmt(r["users"], 0), fmt(r["signUpS"]), fmt(r["connectS"]), fmt(r["wallS"])] for r in ok]
+    setup = [[name, fmt(first["users"], 0), cell(runs, figure("signUpS")), cell(runs, figure("connectS")),
+              cell(runs, figure("wallS"))] for name, _, runs in groups]
     out.append("### Chat set-up (not measured above)\n\n" + table(
         ["server", "users", "sign-up s", "connect s", "whole server run s"], setup))
     return "\n\n".join(out)
 
 
 def broadcast_tables(results: list[dict[str, Any]]) -> str:
-    ok = [r for r in results if "error" not in r]
-    if not ok:
+    groups = grouped(results)
+    if not groups:
         return "(no broadcast results)"
-    course = ok[0] if ok[0]["server"].startswith("course") else None
+    course = runs_of(groups, "current")
+    first = next(iter(groups[0][2].values()))
     out = []
-    clients = ok[0]["clients"]
-    for index, step0 in enumerate(ok[0]["steps"]):
-        ref = course["steps"][index] if course else {}
+    clients = first["clients"]
+    for index, step0 in enumerate(first["steps"]):
         rows = []
-        for r in ok:
-            s = r["steps"][index]
+        for name, _, runs in groups:
+            def at(key: str, index: int = index) -> Figure:
+                return figure("steps", index, key)
             rows.append([
-                r["server"], fmt(s["deliveriesPerS"], 0), fmt(s["p50"]), fmt(s["p99"]), ratio(s["p99"], ref.get("p99")),
-                fmt(s["serverCpuUsPerDelivery"], 2),
-                ratio(s["serverCpuUsPerDelivery"], ref.get("serverCpuUsPerDelivery")),
-                fmt(s["serverCpuPct"], 0), fmt(s["loadgenCpuPct"], 0), fmt(s["loadgenCpuUsPerDelivery"], 2),
-                fmt(s["lost"], 0),
+                name, cell(runs, at("deliveriesPerS"), 0), cell(runs, at("p50")), cell(runs, at("p99")),
+                paired(runs, course, at("p99")), cell(runs, at("serverCpuUsPerDelivery"), 2),
+                paired(runs, course, at("serverCpuUsPerDelivery")),
+                cell(runs, at("serverCpuPct"), 0), cell(runs, at("loadgenCpuPct"), 0),
+                cell(runs, at("loadgenCpuUsPerDelivery"), 2), cell(runs, at("lost"), 0),
             ])
         out.append(
             f"### Broadcast, {clients:,} clients, target {step0['targetDeliveriesPerS']:,} deliveries/s "
-            f"({step0['messagesPerS']:g} msg/s from {ok[0]['senders']} senders)\n\n" + table(
+            f"({step0['messagesPerS']:g} msg/s from {first['senders']} senders)\n\n" + table(
                 ["server", "deliveries/s", "p50 ms", "p99 ms", "x vs course", "server CPU µs/delivery",
                  "x vs course", "server CPU %", "loadgen CPU %", "loadgen CPU µs/delivery", "lost"], rows))
-    ref_rss = course["rssPerConnKiB"] if course else None
-    rows = [[r["server"], fmt(r["rssPerConnKiB"], 1), ratio(r["rssPerConnKiB"], ref_rss),
-             fmt(r["rssIdleKiB"] / 1024), fmt(r["rssConnectedKiB"] / 1024), fmt(r["connectS"])] for r in ok]
+    rows = [[name, cell(runs, figure("rssPerConnKiB")), paired(runs, course, figure("rssPerConnKiB")),
+             cell(runs, lambda r: r["rssIdleKiB"] / 1024), cell(runs, lambda r: r["rssConnectedKiB"] / 1024),
+             cell(runs, figure("connectS"))] for name, _, runs in groups]
     out.append(f"### Memory: RSS per idle connection ({clients:,} clients)\n\n" + table(
         ["server", "KiB per idle connection", "x vs course", "RSS, none connected (MiB)", "RSS, all connected (MiB)",
          "connect s"], rows))
     return "\n\n".join(out)
+
+
+def before_table(results: dict[str, list[dict[str, Any]]], label: str) -> str:
+    """The course against itself before the change, per figure: the medians (spread) of both, the
+    ratio current / before of the medians, the median of the per-run ratios (spread), and the load
+    generator's CPU (median) in the current's and the before's runs."""
+    rows = []
+
+    def compare(what: str, current: Runs, before: Runs, get: Figure, digits: int, loadgen: Figure | None) -> None:
+        of_medians = ratio(median(numbers(current, get)), median(numbers(before, get)))
+        loadgen_cpu = "–" if loadgen is None else (
+            f"{fmt(median(numbers(current, loadgen)), 0)} / {fmt(median(numbers(before, loadgen)), 0)}")
+        rows.append([what, cell(current, get, digits), cell(before, get, digits), of_medians,
+                     paired(current, before, get), loadgen_cpu])
+
+    for workload in ("broadcast", "chat"):
+        groups = grouped(results.get(workload, []))
+        current, before = runs_of(groups, "current"), runs_of(groups, "before")
+        if not current or not before:
+            continue
+        first = next(iter(current.values()))
+        if workload == "broadcast":
+            for index, step in enumerate(first["steps"]):
+                compare(f"broadcast {step['targetDeliveriesPerS']:,}/s: server CPU µs/delivery", current, before,
+                        figure("steps", index, "serverCpuUsPerDelivery"), 2, figure("steps", index, "loadgenCpuPct"))
+            compare(f"broadcast: RSS KiB per idle connection ({first['clients']:,})", current, before,
+                    figure("rssPerConnKiB"), 1, None)
+        else:
+            for index, phase in enumerate(first["closed"]):
+                loadgen = figure("closed", index, "loadgenCpuPct")
+                compare(f"chat closed P={phase['pairs']}: server CPU µs/msg", current, before,
+                        figure("closed", index, "serverCpuUsPerMsg"), 1, loadgen)
+                compare(f"chat closed P={phase['pairs']}: msg/s", current, before,
+                        figure("closed", index, "msgPerS"), 0, loadgen)
+    if not rows:
+        return "(no comparison with the course before: the current or the before server has no result)"
+    return f"### The course against itself before the change ({label})\n\n" + table(
+        ["figure", "course (current)", f"course before ({label})", "current / before (of the medians)",
+         "current / before per run: median (min–max)", "loadgen CPU %: current / before"], rows)
 
 
 # ----- main -----------------------------------------------------------------------------------------------------
@@ -408,10 +665,41 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny version of everything (CI smoke pass)")
     parser.add_argument("--only", choices=["chat", "broadcast"], help="run one workload")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
-    parser.add_argument("--course-before", type=Path, metavar="CHECKOUT",
-                        help="also run the chat of another checkout of the course (e.g. `git worktree add` of the"
-                             " commit before a change): measured in the same run, listed as 'course before'")
+    parser.add_argument(
+        "--course-before", nargs="?", const="", metavar="CHECKOUT",
+        help="also run the course's servers (minichat for the broadcast, chat for the chat) from the code before"
+             " the change, back to back with the current one, listed as 'course before', with a table current /"
+             " before. Without CHECKOUT the code is the git revision --before (HEAD unless given), extracted"
+             " with `git archive` into the run's temporary folder; with CHECKOUT, that directory (e.g. made"
+             " by `git worktree add`)")
+    parser.add_argument(
+        "--before", metavar="REV",
+        help="the git revision --course-before runs (implies --course-before; default HEAD: the working tree's"
+             " uncommitted change against the last commit; once the change is committed, HEAD~1 or a merge base)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run each server N times, interleaved (A B C, A B C, ...: the machine's drift hits every server"
+             " alike); print the median of each figure with its spread (min–max), and ratios against the course"
+             " as the median of the per-run ratios (default 1)")
+    parser.add_argument(
+        "--servers", metavar="WORD[,WORD...]",
+        help="only the servers whose name contains one of these words (case-insensitive): e.g. 'course' runs"
+             " the course's servers alone (with --course-before, current and before)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
+    if args.course_before and args.before:
+        parser.error("--before REV and --course-before CHECKOUT name two different 'before': give one")
+    words = [w.strip().lower() for w in (args.servers or "").split(",") if w.strip()]
+    checkout: Path | None = None
+    revision: tuple[str, str] | None = None  # (commit, label)
+    if args.course_before:
+        checkout = Path(args.course_before).resolve()
+        if not (checkout / "labtools").is_dir():
+            parser.error(f"--course-before {args.course_before}: no labtools/ in that directory"
+                         " (a git revision goes to --before)")
+    elif args.course_before is not None or args.before:
+        revision = resolve_before(args.before or "HEAD")
     node, npm = need_node()
     started = time.monotonic()
     install_node_modules(node, npm)
@@ -421,31 +709,53 @@ def main() -> int:
     tag = f"r{int(time.time())}"
     results: dict[str, list[dict[str, Any]]] = {"broadcast": [], "chat": []}
     failures: list[str] = []
+    before: tuple[Path, str] | None = None
     with tempfile.TemporaryDirectory(prefix="peers-bench-") as folder:
-        for workload in ("broadcast", "chat"):
-            if args.only and workload != args.only:
-                continue
-            before = args.course_before.resolve() if args.course_before else None
-            for server in servers(workload, node, peer_python, Path(folder), before if workload == "chat" else None):
-                try:
-                    result = run_server(server, workload, node, size, tag)
-                except (RuntimeError, OSError, subprocess.SubprocessError, sqlite3.Error) as error:
-                    result = {"server": server["name"], "workload": workload, "error": str(error)}
-                results[workload].append(result)
-                failures += failures_of(result, args.quick)
+        if checkout is not None:
+            before = (checkout, checkout.name)
+        elif revision is not None:
+            before = (extract(revision[0], Path(folder)), revision[1])
+        plans = {workload: [server for server in servers(workload, node, peer_python, Path(folder), before)
+                            if not words or any(word in server["name"].lower() for word in words)]
+                 for workload in ("broadcast", "chat") if not args.only or workload == args.only}
+        roles = {server.get("role") for plan in plans.values() for server in plan}
+        # Before any load: each course tree that will run imports labtools from itself.
+        for role, root in (("current", ROOT), ("before", before[0] if before else None)):
+            if role in roles and root is not None:
+                check_course_root(root)
+        precompile([ROOT] + ([before[0]] if before else []), Path(folder))
+        for workload, plan in plans.items():
+            for repetition in range(1, args.repeat + 1):  # interleaved: every server once, then again
+                run_tag = tag if args.repeat == 1 else f"{tag}n{repetition}"
+                for server in in_turn(plan, repetition):
+                    try:
+                        result = run_server(server, workload, node, size, run_tag, repetition)
+                    except (RuntimeError, OSError, subprocess.SubprocessError, sqlite3.Error) as error:
+                        result = {"server": server["name"], "role": server.get("role", "peer"),
+                                  "repetition": repetition, "workload": workload, "error": str(error)}
+                    results[workload].append(result)
+                    failures += [failure + (f" (run {repetition})" if args.repeat > 1 else "")
+                                 for failure in failures_of(result, args.quick)]
     elapsed = time.monotonic() - started
     title = "quick" if args.quick else "full"
     print(f"# Peer benchmarks ({title} run, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
           f"node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}, "
           f"Python {sys.version.split()[0]}; {elapsed:.0f} s)\n")
     print("Ratios are server / course: above 1× is more for msg/s, and more cost for CPU, latency and memory.\n")
+    if args.repeat > 1:
+        print(f"Each server ran {args.repeat} times, interleaved. A figure is the median of its runs, their spread "
+              "(min–max) in brackets; a ratio is the median of the per-run ratios (each run against the same "
+              "run's course), their spread in brackets.\n")
     if results["broadcast"]:
         print(broadcast_tables(results["broadcast"]) + "\n")
     if results["chat"]:
         print(chat_tables(results["chat"]) + "\n")
+    if before is not None:
+        print(before_table(results, before[1]) + "\n")
     if args.json:
         recorded = {"recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": title,
-                    "cores": os.cpu_count(), "results": results}
+                    "cores": os.cpu_count(), "repeat": args.repeat, "before": before[1] if before else None,
+                    "results": results}
         args.json.write_text(json.dumps(recorded, indent=1) + "\n")
     if failures:
         print("## Failures\n")

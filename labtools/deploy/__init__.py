@@ -1,6 +1,7 @@
 """Several nodes of a lesson app behind one address (lesson 11): Debian's ``redis-server`` as
-their broker (``redis``), HAProxy as their front door (``haproxy``), and the ``Deployment`` that
-starts all three (``cluster``). Every process is a child of the kernel that ends with it."""
+their broker (``redis``), HAProxy as their front door (``haproxy``), the ``Deployment`` that
+starts all three (``deployment``), and what runs outside programs as children of the kernel on
+free ports (``children``). Every process is a child of the kernel that ends with it."""
 
 from ..cluster.redis_log import check_broker_url
 from .deployment import Deployment

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -188,7 +189,9 @@ class Replicated:
             waiting.set_result(applied.result)
         self.applied += 1
         if not self.stateless and self.applied % self.snapshot_every == 0:
-            task = asyncio.get_running_loop().create_task(self.log.save_snapshot(self.machine.snapshot(), offset))
+            # A copy, frozen now: the save runs later, after more entries changed the live state.
+            frozen = copy.deepcopy(self.machine.snapshot())
+            task = asyncio.get_running_loop().create_task(self.log.save_snapshot(frozen, offset))
             self._saving.add(task)
             task.add_done_callback(self._saving.discard)
 

@@ -1,5 +1,7 @@
-"""Exercises that check themselves: the registry (``check``, ``solution``) and, per lesson, a
-module ``lessonNN`` with each exercise's checker and its solution."""
+"""Exercises that check themselves: the registry (``registry``: ``check``, ``solution``) and, per
+lesson, a module with each exercise's checker and its solution: ``lesson00``, ``lesson01``,
+``lesson02``, ``lesson03``, ``lesson04``, ``lesson05``, ``lesson06``, ``lesson07``, ``lesson08``,
+``lesson09``, ``lesson10``, ``lesson11``."""
 
 from .registry import (
     Exercise,

@@ -1,7 +1,8 @@
 """What a cell shows: ``plots.traffic`` (crowds: requests, bytes, latency, sequence diagrams,
 cost models), ``plots.apps`` (the apps' lessons: votes, tickets, markers), ``plots.embed``
 (app pages side by side in the notebook), ``plots.nodes`` (lesson 11's
-latency by path and CPU per delivery) and ``plots.source`` (``lt.show``).
+latency by path and CPU per delivery), ``plots.source`` (``lt.show``) and ``plots.figures``
+(what every figure goes through before a cell shows it).
 
 The submodules load on first use: a server started with ``python -m labtools serve`` imports
 labtools but draws nothing, and must not pay for matplotlib (tens of megabytes).

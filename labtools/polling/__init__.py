@@ -1,1 +1,3 @@
-"""The REST chat of the polling lessons: its server and the clients that poll it."""
+"""The REST chat of the polling lessons (01-02): ``server`` (short polling, long polling and SSE
+on one store), ``store`` (who wrote what to whom, a machine of the server's log), ``client`` (a
+lean HTTP/1.1 client for the simulated users) and ``sse`` (the SSE parser, free of I/O)."""
