@@ -90,9 +90,9 @@ async def serve(
         raise SystemExit(f"--db is for the chat app, not {app!r}")
     try:
         server = serving.build(app, broker=broker, node=node, **options)
-    except (ValueError, TypeError) as error:  # a learner's file or function that is not there
+        server = await serving.start(server, host, port)
+    except (ValueError, TypeError, ConnectionError) as error:  # no such file, a chat node without --db...
         raise SystemExit(f"labtools serve {app}: {error}") from None
-    server = await serving.start(server, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

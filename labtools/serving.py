@@ -44,7 +44,7 @@ from websockets.asyncio.server import Server as WebsocketsServer
 from . import runtime
 from .cluster.adapter import RedisAdapter
 from .deploy.deployment import Deployment
-from .events.adapter import LocalAdapter
+from .events.adapter import Adapter, LocalAdapter
 from .measure.metrics import Traffic
 
 T = TypeVar("T")
@@ -178,20 +178,22 @@ class PlainWebsockets:
 def build(app: str | Callable[..., Server] | Server, *, broker: str | None = None, node: str | None = None,
           **options: Any) -> Server:
     """The server ``app`` names, makes or is, not started yet; with ``broker``, one node of an
-    app whose nodes share that Redis (``node`` names it)."""
-    if isinstance(app, str) and is_spec(app):
-        build_function = builder(app)
-        server = make(build_function, **options)
-        page_beside(server, Path(inspect.getfile(build_function)))
-    else:
-        server = make(app, **options)
-    if broker is not None or node is not None:
-        use = getattr(server, "use", None)
-        if use is None:
-            raise TypeError(f"{default_name(app)!r} has no adapter (use() an adapter: an EventServer or the "
-                            "polling server): it cannot run as one of several nodes")
-        use(RedisAdapter(broker, node) if broker is not None else LocalAdapter(node))
+    app whose nodes share that Redis (``node`` names it). The app's code is the same either way:
+    only the server's adapter differs, attached here, after the app's build."""
+    server = make(app, **options)
+    if broker is not None:
+        use_adapter(server, RedisAdapter(broker, node))
+    elif node is not None:
+        use_adapter(server, LocalAdapter(node))
     return server
+
+
+def use_adapter(server: Server, adapter: Adapter) -> None:
+    use = getattr(server, "use", None)
+    if use is None:
+        raise TypeError(f"{type(server).__name__} has no adapter (an EventServer or the polling server has): "
+                        "it cannot run as one of several nodes")
+    use(adapter)
 
 
 def page_beside(server: Server, path: Path) -> None:
@@ -205,7 +207,11 @@ def page_beside(server: Server, path: Path) -> None:
 def make(app: str | Callable[..., Server] | Server, **options: Any) -> Server:
     """The server ``app`` names, makes or is (see the module's docstring)."""
     if isinstance(app, str):
-        app = builder(app)
+        build_function = builder(app)
+        server = make(build_function, **options)
+        if is_spec(app):
+            page_beside(server, Path(inspect.getfile(build_function)))
+        return server
     if isinstance(app, Server):
         if options:
             raise TypeError(f"{sorted(options)}: options go to an app's name or a build function, not a server")

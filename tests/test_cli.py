@@ -81,6 +81,17 @@ def test_a_broker_that_is_not_a_redis_url_is_refused_clearly(url: str) -> None:
     assert "redis://HOST:PORT[/DB]" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_chat_node_without_its_shared_file_is_refused_in_one_line(redis_server) -> None:
+    """With a broker, the chat's nodes must share one SQLite file: a temporary one is refused when
+    the server starts (its adapter is attached after the build), in a sentence, not a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "labtools", "serve", "chat", "--broker", redis_server.url],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert "needs db=FILE (--db)" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "given"),
     [
