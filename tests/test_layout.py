@@ -209,3 +209,50 @@ def test_no_import_cycles() -> None:
         for cycle in find_cycles(graph)
     ]
     assert not cycles, "modules that import each other (each arrow: the import's file:line):\n" + "\n".join(cycles)
+
+
+# ----- an app is its state and its handlers (issue 17) ------------------------------------------
+
+#: Words of how a server reaches other nodes: the server's business, never an app's.
+LOG_WORDS = {"log", "logs", "replica", "replicated", "broker", "stream", "redis", "adapter"}
+#: The chat also tells its other nodes who is online (its cluster presence, on ``server.bus``);
+#: the other apps do not even name a bus or a node.
+NODE_WORDS = LOG_WORDS | {"bus", "node", "nodes"}
+APP_SOURCES = [*sorted((PACKAGE / "apps").glob("*.py")), PACKAGE / "polling" / "server.py"]
+CHAT_SOURCES = sorted((PACKAGE / "apps" / "chat").glob("*.py"))
+
+
+def node_words(source: str, words: set[str] = NODE_WORDS) -> set[str]:
+    """The identifiers of ``source`` (names, attributes, arguments, imports) that are, or have a
+    ``_``-separated part that is, one of ``words``."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, (ast.ImportFrom, ast.Import)):
+            names = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and
+                                                             node.module else [])
+        for name in names:
+            parts = {part.lower() for piece in name.split(".") for part in piece.split("_")}
+            if parts & words:
+                found.add(name)
+    return found
+
+
+def test_the_word_finder_sees_node_words_and_not_their_neighbours() -> None:
+    assert node_words("from ..cluster.replica import Replica\nlog = make_log(broker)") == {
+        "cluster.replica", "Replica", "log", "make_log", "broker"}
+    assert node_words("def login(catalog, blog_post): return catalog.logo") == set()
+
+
+@pytest.mark.parametrize("path", APP_SOURCES + CHAT_SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_lesson_app_names_no_log_replica_broker_or_stream(path: Path) -> None:
+    """The lesson apps read like the seed's servers: state and handlers. Scale-out is the server's
+    adapter (``events.adapter``, ``cluster.adapter``), attached by ``serving``."""
+    words = LOG_WORDS if path in CHAT_SOURCES else NODE_WORDS
+    assert node_words(path.read_text(), words) == set(), f"{path.name} names how it runs on several nodes"

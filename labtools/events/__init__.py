@@ -13,9 +13,10 @@ machine over a log), ``changes`` (an app's registered changes), ``recovery`` (of
 ``client`` (``EventClient``, the simulated and test client).
 """
 
+from .adapter import Bus
 from .client import AckError, EventClient
 from .connection import Client
 from .frames import EventError, require
 from .server import EventServer
 
-__all__ = ["AckError", "Client", "EventClient", "EventError", "EventServer", "require"]
+__all__ = ["AckError", "Bus", "Client", "EventClient", "EventError", "EventServer", "require"]

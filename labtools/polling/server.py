@@ -14,9 +14,9 @@ never a silent hole); numbers in the query are ASCII digits, checked before anyt
 posts are JSON (415 otherwise) and never from another site's page (403); a connection must send
 its request head within ``head_timeout`` seconds, and at most ``max_connections`` are open.
 
-Posts go through the store's log (``events.replicated``), which the server's adapter gives:
-applied at once in one process (the default); through Redis when serving code attaches a
-``RedisAdapter`` (``use``), applied in one order by every node, so any node answers any poll.
+A post is stored through the running server (``request.app[SERVER].update``), which applies it
+in one order on every node that serves the chat (``site``): the handlers are the same on one
+node or many.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from ..events import EventError
-from ..events.adapter import Adapter, LocalAdapter
-from ..events.replicated import Replicated
-from ..measure.metered_http import HEAD_TIMEOUT, MAX_CONNECTIONS, MeteredSite, metering_middleware
+from ..measure.metered_http import HEAD_TIMEOUT, MAX_CONNECTIONS, metering_middleware
 from ..measure.metrics import Traffic
+from .site import SERVER, PollingServer
 from .store import KEEP, PAGE, Gap, MessageStore, Page
 
 MAX_BODY = 64 * 1024
@@ -49,7 +48,6 @@ SECONDS_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,6})?")
 MORE_HEADER = "X-More"
 
 STORE = web.AppKey("store", MessageStore)
-LOG = web.AppKey("log", Replicated)
 TRAFFIC = web.AppKey("traffic", Traffic)
 ROSTER = web.AppKey("roster", frozenset)
 CLOSING = web.AppKey("closing", asyncio.Event)
@@ -156,7 +154,7 @@ async def post_message(request: web.Request) -> web.Response:
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
         raise BadRequest("invalid-data", f"'text' must be a non-empty string of at most {MAX_TEXT} characters")
     try:
-        message = await request.app[LOG].submit(None, {"from": sender, "to": to, "text": text, "at": time.time()})
+        message = await request.app[SERVER].update({"from": sender, "to": to, "text": text, "at": time.time()})
     except EventError as error:  # the broker is unreachable: nothing was stored
         raise BadRequest(error.code, error.message, status=503) from None
     return web.json_response(message, status=201)
@@ -276,45 +274,6 @@ def make_app(
     return app
 
 
-class PollingServer(MeteredSite):
-    """The running REST chat: ``url``, ``traffic``, and its ``state``: the ``MessageStore`` (a cell
-    reads it with ``ServerHandle.read``, on the loop thread)."""
-
-    def __init__(
-        self,
-        users: Iterable[str] = (),
-        *,
-        keep: int = KEEP,
-        page: int = PAGE,
-        head_timeout: float = HEAD_TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
-    ) -> None:
-        traffic = Traffic()
-        app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
-        super().__init__(app, traffic, head_timeout=head_timeout, max_connections=max_connections)
-        self.state: MessageStore = self.app[STORE]
-        self.keep = keep
-        #: How this server reaches the other polling nodes (``use``); in-process by default.
-        self.adapter: Adapter = LocalAdapter()
-
-    def use(self, adapter: Adapter) -> None:
-        """Make this server one node of the polling app through ``adapter`` (before ``start``)."""
-        self.adapter = adapter
-
-    async def start(self, host: str, port: int) -> None:
-        """Join the store's log first (a node that starts later catches up), then listen."""
-        log = Replicated(self.state, self.adapter.log("polling", keep=self.keep), node=self.adapter.node,
-                         snapshot_every=1000)
-        self.app[LOG] = log
-        await log.join()
-        await super().start(host, port)
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        if LOG in self.app:
-            await self.app[LOG].close()
-
-
 def build(
     users: Iterable[str] = (),
     *,
@@ -329,4 +288,6 @@ def build(
     whole request head (and then a post's whole body) within ``head_timeout`` seconds, and
     ``max_connections`` may be open.
     """
-    return PollingServer(users, keep=keep, page=page, head_timeout=head_timeout, max_connections=max_connections)
+    traffic = Traffic()
+    app = make_app(traffic, users, keep=keep, page=page, body_timeout=head_timeout)
+    return PollingServer(app, traffic, app[STORE], head_timeout=head_timeout, max_connections=max_connections)

@@ -26,7 +26,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from ... import runtime
-from ...events.adapter import Bus
+from ...events import Bus
 from .directory import Directory
 from .mailbox import Mailbox
 from .presence import Presence

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...events.adapter import Bus
+from ...events import Bus
 from .store import Store
 
 #: The bus channel of new accounts: ``{"user": {"uid", "name", "email"}}``.

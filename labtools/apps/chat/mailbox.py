@@ -39,8 +39,7 @@ import re
 from typing import Any
 
 from ... import runtime
-from ...events import Client, EventError, EventServer, require
-from ...events.adapter import Bus
+from ...events import Bus, Client, EventError, EventServer, require
 from ...events.frames import dumps
 from .presence import Presence
 from .store import MAX_ID, Store

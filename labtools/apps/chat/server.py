@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from ...events import Client, EventError, EventServer, require
-from ...events.adapter import Bus
+from ...events import Bus, Client, EventError, EventServer, require
 from ...events.limits import TokenBucket
 from ...measure.metrics import Trace
 from .accounts import (
