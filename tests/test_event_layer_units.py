@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import labtools
 from labtools.events import Client, EventError, require
 from labtools.events.changes import Changes
 from labtools.events.dispatch import Dispatcher
@@ -40,7 +41,8 @@ def dispatcher() -> tuple[Dispatcher, list[tuple[str, dict]]]:
 
 
 def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+    """On the labtools loop, as every test does (a browser test may hold a loop in this thread)."""
+    return labtools.run(coroutine)
 
 
 def test_a_handler_runs_and_its_result_is_the_acknowledgement() -> None:
