@@ -96,6 +96,9 @@ async def rooms_and_changes(a: str, b: str) -> None:
     ana, bob, carl = await member(a, "ana", "red"), await member(b, "bob", "red"), await member(b, "carl", "blue")
     clients = [ana, bob, carl]
     try:
+        # Bob's join crosses from B to A fire-and-forget: once Ana (on A) heard it, A has sent it,
+        # so Dora, joining A after that, must not hear it (a broadcast reaches who is there).
+        await hears(ana, "joined", lambda d: d["name"] == "bob", "about bob (red, from node B)")
         dora = await member(a, "dora", "red")
         clients.append(dora)
         # Joining is announced to the room's other members, on both nodes, not to the joiner.
