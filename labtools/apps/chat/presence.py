@@ -51,7 +51,6 @@ class Presence:
         self.max_sockets = max_sockets
         self.connections: dict[str, dict[Client, None]] = {}  # uid -> open sockets here, oldest first
         self.others: dict[str, frozenset[str]] = {}  # another node -> the uids online there
-        self.elsewhere: dict[str, set[str]] = {}  # uid -> the other nodes it is online on
         self.evicted = 0
         self._changed: dict[str, None] = {}  # uids whose presence changed since the last announcement
         self._timer: asyncio.TimerHandle | None = None
@@ -69,7 +68,8 @@ class Presence:
         return {"uid": uid, "name": self.directory.name(uid), "online": self.is_online(uid)}
 
     def is_online(self, uid: str) -> bool:
-        return uid in self.connections or uid in self.elsewhere
+        """Online here or on another node (the nodes are few: a look at each is cheap)."""
+        return uid in self.connections or any(uid in online for online in self.others.values())
 
     # ----- sockets ------------------------------------------------------------------------
 
@@ -127,22 +127,14 @@ class Presence:
     def online_on(self, node: str, online: frozenset[str]) -> None:
         """Another ``node`` now has exactly ``online`` (empty: it is gone); note the users whose
         presence, all nodes together, changed."""
-        before = self.others.pop(node, frozenset())
+        flipped = self.others.get(node, frozenset()) ^ online
+        was_online = {uid for uid in flipped if self.is_online(uid)}
         if online:
             self.others[node] = online
-        for uid in online - before:
-            was = self.is_online(uid)
-            self.elsewhere.setdefault(uid, set()).add(node)
-            if not was:
-                self.changed(uid)
-        for uid in before - online:
-            nodes = self.elsewhere.get(uid)
-            if nodes is None:
-                continue
-            nodes.discard(node)
-            if not nodes:
-                del self.elsewhere[uid]
-            if not self.is_online(uid):
+        else:
+            self.others.pop(node, None)
+        for uid in flipped:
+            if self.is_online(uid) != (uid in was_online):
                 self.changed(uid)
 
     # ----- announcements ------------------------------------------------------------------
