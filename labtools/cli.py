@@ -5,6 +5,10 @@
 makes the server one node of several sharing through that Redis (its adapter, attached after
 the build: the app's code is the same), ``--node NAME`` names it (lesson 11; ``labtools.deploy``
 starts such nodes).
+
+The server runs on uvloop's event loop when uvloop is installed, else on asyncio's own;
+``LABTOOLS_LOOP=asyncio`` or ``LABTOOLS_LOOP=uvloop`` chooses (``loop_factory``). Only these
+processes: the kernel's labtools loop (``runtime``) is asyncio's, whatever is installed.
 """
 
 from __future__ import annotations
@@ -14,10 +18,15 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import serving
 from .cluster.redis_log import check_broker_url
+
+#: The environment variable that chooses a server process's event loop (``loop_factory``).
+LOOP_ENV = "LABTOOLS_LOOP"
+LOOPS = ("asyncio", "uvloop")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -106,8 +115,38 @@ async def serve(
         await server.aclose()
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a server process runs on: uvloop's when it is installed, else asyncio's
+    (``None``: the loop ``asyncio.run`` makes). ``$LABTOOLS_LOOP`` chooses explicitly: ``asyncio``,
+    or ``uvloop`` (refused in one line when uvloop is not installed); unset or empty, the default.
+
+    Why uvloop for a server: its event loop and its transports are written in C on libuv, so the
+    per-frame work that is not the app's (waking up on a readable socket, the read, the protocol
+    callback, the write) costs less CPU than asyncio's pure-Python selector loop, and a server
+    process spends most of its time there. Only the processes of ``python -m labtools serve`` (a
+    deployment's nodes and ``processes.spawn``'s children are such processes) run on it: the
+    kernel's own loop is ipykernel's, and labtools' loop in the kernel (``runtime``) stays
+    asyncio's, which is what every learner has.
+    """
+    choice = os.environ.get(LOOP_ENV, "").strip()
+    if choice not in ("", *LOOPS):
+        raise SystemExit(f"labtools serve: {LOOP_ENV}={choice!r} is not an event loop: "
+                         f"choose {' or '.join(LOOPS)} (unset: uvloop when installed, else asyncio)")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(f"labtools serve: {LOOP_ENV}=uvloop, but uvloop is not installed here "
+                             f"(pip install uvloop; not on Windows), or set {LOOP_ENV}=asyncio") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    asyncio.run(serve(args.app, args.host, args.port, args.db, args.exit_with_stdin, args.broker, args.node))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(args.app, args.host, args.port, args.db, args.exit_with_stdin, args.broker, args.node))
     sys.stdout.flush()
     return 0

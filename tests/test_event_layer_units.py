@@ -28,6 +28,14 @@ class FakeClient:
     bytes: TokenBucket = field(default_factory=lambda: TokenBucket(10_000, 0.001))
 
     admit = Client.admit  # the real rate limit before parsing, on these buckets
+    corks: int = 0
+
+    def cork(self) -> bool:
+        self.corks += 1
+        return False
+
+    def flush(self) -> None:
+        pass
 
 
 def dispatcher() -> tuple[Dispatcher, list[tuple[str, dict]]]:
@@ -45,24 +53,85 @@ def run(coroutine: Any) -> Any:
     return labtools.run(coroutine)
 
 
+def handle(dispatch: Dispatcher, client: Any, text: str) -> asyncio.Task | None:
+    """Dispatch one frame on the labtools loop and wait for its handler; the Task it needed, if any."""
+
+    async def go() -> asyncio.Task | None:
+        task = dispatch.dispatch(client, text)
+        if task is not None:
+            await task
+        return task
+
+    return run(go())
+
+
 def test_a_handler_runs_and_its_result_is_the_acknowledgement() -> None:
     dispatch, sent = dispatcher()
     dispatch.register("double", lambda client, data: data * 2)
-    run(dispatch.dispatch(FakeClient(), '{"event": "double", "data": 21, "id": 7}'))
+    handle(dispatch, FakeClient(), '{"event": "double", "data": 21, "id": 7}')
     assert sent == [("ack", {"ack": 7, "data": 42})]
     assert dispatch.traffic.as_dict()["routes"]["recv double"]["requests"] == 1
 
 
-def test_an_async_handler_is_awaited_and_forgotten_once_done() -> None:
+def test_an_async_handler_gets_a_task_only_if_it_suspends_and_is_forgotten_once_done() -> None:
     dispatch, sent = dispatcher()
 
     async def later(client: Any, data: Any) -> str:
         await asyncio.sleep(0)
         return "done"
 
+    async def at_once(client: Any, data: Any) -> str:
+        await asyncio.sleep(0) if data else None  # awaits nothing that is not ready
+        return "now"
+
     dispatch.register("later", later)
-    run(dispatch.dispatch(FakeClient(), '{"event": "later", "id": 1}'))
-    assert sent == [("ack", {"ack": 1, "data": "done"})] and not dispatch.running
+    dispatch.register("at-once", at_once)
+    assert handle(dispatch, FakeClient(), '{"event": "later", "id": 1}') is not None
+    assert handle(dispatch, FakeClient(), '{"event": "at-once", "data": false, "id": 2}') is None
+    assert sent == [("ack", {"ack": 1, "data": "done"}), ("ack", {"ack": 2, "data": "now"})]
+    assert not dispatch.running
+
+
+def test_a_suspended_handler_sees_its_awaits_outcomes_and_cancellation_as_in_a_task() -> None:
+    """``inline.finish`` goes on with a coroutine as a Task would: results, exceptions, and a
+    cancel that reaches what the handler awaits."""
+    from labtools.events.inline import finish, step
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        seen: list[Any] = []
+        failing = loop.create_future()
+
+        async def catches() -> str:
+            try:
+                await failing
+            except KeyError as exc:
+                seen.append(exc.args[0])
+            await asyncio.sleep(0)  # a bare yield too
+            return "caught"
+
+        done, awaited = step(coroutine := catches())
+        assert not done and awaited is failing
+        task = loop.create_task(finish(coroutine, awaited))
+        failing.set_exception(KeyError("boom"))
+        seen.append(await task)
+
+        async def waits_forever() -> None:
+            try:
+                await loop.create_future()
+            except asyncio.CancelledError:
+                seen.append("cancelled inside")
+                raise
+
+        done, awaited = step(coroutine := waits_forever())
+        task = loop.create_task(finish(coroutine, awaited))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return seen
+
+    assert run(scenario()) == ["boom", "caught", "cancelled inside"]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +149,7 @@ def test_refusals_reach_the_sender_only_and_are_counted(text: str, code: str, ro
         require(isinstance(data, int), "an integer")
 
     dispatch.register("strict", strict)
-    run(dispatch.dispatch(FakeClient(), text))
+    handle(dispatch, FakeClient(), text)
     event, frame = sent[0]
     assert len(sent) == 1 and event == "error"
     assert (frame.get("error") or frame["data"])["code"] == code
@@ -92,13 +161,13 @@ def test_the_rate_limit_is_taken_before_parsing_and_weighted_events_take_their_c
     dispatch.register("cheap", lambda client, data: "ok")
     dispatch.register("login", lambda client, data: "ok", cost=8)
     client = FakeClient()
-    run(dispatch.dispatch(client, '{"event": "login", "id": 1}'))  # 8 of 10 frames
-    run(dispatch.dispatch(client, '{"event": "login", "id": 2}'))  # refused: 2 left
-    run(dispatch.dispatch(client, '{"event": "cheap", "id": 3}'))  # 1 frame: fine
+    handle(dispatch, client, '{"event": "login", "id": 1}')  # 8 of 10 frames
+    handle(dispatch, client, '{"event": "login", "id": 2}')  # refused: 2 left
+    handle(dispatch, client, '{"event": "cheap", "id": 3}')  # 1 frame: fine
     codes = [frame.get("error", {}).get("code") or frame.get("data") for _event, frame in sent]
     assert codes == ["ok", "rate-limited", "ok"]
     for _ in range(3):
-        run(dispatch.dispatch(client, "garbage that is never parsed"))
+        handle(dispatch, client, "garbage that is never parsed")
     assert dispatch.traffic.as_dict()["routes"]["recv (rate-limited)"]["requests"] >= 1
 
 
@@ -109,7 +178,7 @@ def test_a_failing_handler_answers_internal_and_is_noted() -> None:
         raise KeyError("bug")
 
     dispatch.register("broken", broken)
-    run(dispatch.dispatch(FakeClient(), '{"event": "broken", "id": 1}'))
+    handle(dispatch, FakeClient(), '{"event": "broken", "id": 1}')
     assert sent[0][1]["error"]["code"] == "internal" and "KeyError" in dispatch.errors[0]
 
 

@@ -9,7 +9,6 @@ origins opening the socket.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import time
 import urllib.request
@@ -18,8 +17,10 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
 
 import labtools
 from labtools import serving
@@ -538,10 +539,18 @@ def test_a_page_of_another_port_cannot_open_the_socket(browser) -> None:
 # ----- 8. what an idle connection holds -------------------------------------------------------------------
 
 
+def _holds_handshake(obj: object) -> bool:
+    """Whether ``obj`` or one of its attributes is a handshake's request, response or headers."""
+    kinds = (Request, Response, Headers)
+    values = [getattr(obj, name, None) for name in getattr(type(obj), "__slots__", ())] + list(vars(obj).values()) \
+        if hasattr(obj, "__dict__") else [getattr(obj, name, None) for name in type(obj).__slots__]
+    return any(isinstance(value, kinds) for value in [obj, *values])
+
+
 def test_an_open_connection_keeps_its_path_but_not_its_handshake_and_still_reassembles_fragments() -> None:
-    """Memory per idle connection: the handshake's headers are dropped once open (the query
-    stays for ``Client.query``), websockets' deques are small lists, and a message sent in
-    fragments, many messages queued at once, and the flow control all still work."""
+    """Memory per idle connection: no task, no queue, no timer and no handshake headers once
+    open (the query stays for ``Client.query``); and a message sent in fragments, many messages
+    queued at once, and the flow control all still work."""
 
     async def scenario() -> None:
         server = await started(echo_server(limits=Limits(frames_per_second=1e6, frame_burst=1e6)))
@@ -552,8 +561,13 @@ def test_an_open_connection_keeps_its_path_but_not_its_handshake_and_still_reass
             assert (await answer(ws, lambda a: a.get("ack") == 1))["data"] == "hello"
             (client,) = server.clients.values()
             assert client.query == "token=abc"
-            assert len(client.connection.request.headers) == 0 and client.connection.response is None
-            assert type(client.connection.recv_messages.frames.queue) is not collections.deque
+            connection = client.connection
+            assert not _holds_handshake(connection) and not _holds_handshake(connection.protocol)
+            assert connection.timer is None and connection.inbox is None and connection.busy is None
+            assert connection.fragments is None and client.out is None
+            server_tasks = [task for task in asyncio.all_tasks()
+                            if "labtools/events/" in getattr(task.get_coro(), "cr_code", run.__code__).co_filename]
+            assert [task.get_coro().__qualname__ for task in server_tasks] == ["EventServer.keep_alive"]
             # A message in fragments (text, continuation, continuation) is reassembled.
             await ws.send(['{"event":"echo",', '"data":"in pieces",', '"id":2}'])
             assert (await answer(ws, lambda a: a.get("ack") == 2))["data"] == "in pieces"

@@ -10,6 +10,10 @@ process of its own on a free port, runs ``loadgen.mjs`` (Node.js) against it, st
 the chat's database (stored rows == acknowledged messages, no duplicates), and prints one
 Markdown table per workload with ratios against the course's server. See README.md here.
 
+The course's servers are ``python -m labtools serve``, which runs on uvloop when it is installed
+(``LABTOOLS_LOOP``, labtools/cli.py). ``--servers course,asyncio`` also runs them on asyncio's
+loop, listed as ``course-asyncio``, with a table uvloop / asyncio (see ``course_servers``).
+
 ``--course-before`` also runs the course's servers (minichat and chat) as of a git revision
 (``--before REV``, HEAD by default: the code without the working tree's uncommitted change),
 which ``git archive`` extracts into the run's temporary folder, back to back with this working
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import resource
@@ -50,6 +55,12 @@ ROOT = HERE.parents[1]
 VENV = HERE / ".venv-peers"
 REQUIREMENTS = HERE / "requirements-peers.txt"
 P99_GOAL_MS = 100.0
+#: The variable that chooses a course server's event loop (labtools/cli.py): asyncio or uvloop.
+LOOP_ENV = "LABTOOLS_LOOP"
+#: The loop ``python -m labtools serve`` of this working tree runs on when LOOP_ENV is unset.
+DEFAULT_LOOP = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+#: The roles of the course's own servers, run back to back (``in_turn``).
+COURSE_ROLES = ("current", "asyncio", "before")
 
 FULL = {
     "closedPairs": [50, 100, 200], "openPairs": 200, "openRates": [1000, 2000, 5000, 10000], "chatSeconds": 8,
@@ -165,11 +176,13 @@ def precompile(roots: list[Path], folder: Path) -> Path:
     and the venv's included; a server that found it empty would compile some 360 modules at start
     (a second of CPU, a few MiB more RSS before the first client) whenever PYTHONDONTWRITEBYTECODE
     is set. So: every module of each tree's labtools (``compileall``), then what its servers import
-    (``labtools.cli`` and the apps minichat and chat, imported once with writing allowed)."""
+    (``labtools.cli``, the apps minichat and chat, and uvloop when installed, imported once with
+    writing allowed)."""
     cache = folder / "pycache"
     warm = ("import importlib, labtools.cli\n"
             "for app in ('minichat', 'chat'):\n"
-            "    importlib.import_module('labtools.apps.' + app)\n")
+            "    importlib.import_module('labtools.apps.' + app)\n"
+            "try:\n    import uvloop\nexcept ImportError:\n    pass\n")
     for root in roots:
         env = course_env(root, cache)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -210,8 +223,12 @@ def free_port() -> int:
 def start_server(
     name: str, command: list[str], timeout: float = 30.0, root: Path = ROOT, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """Start ``command`` in its own session; wait for the ``http://…`` line it prints once listening."""
-    env = dict(os.environ, **(env or {}),
+    """Start ``command`` in its own session; wait for the ``http://…`` line it prints once listening.
+
+    ``LABTOOLS_LOOP`` is never inherited from this process: a course server runs on its code's own
+    default loop unless its ``env`` says otherwise (``course_servers``)."""
+    inherited = {key: value for key, value in os.environ.items() if key != LOOP_ENV}
+    env = dict(inherited, **(env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen(
         command, cwd=HERE, stdout=subprocess.PIPE, text=True, env=env,
@@ -278,24 +295,45 @@ def loadgen(node: str, config: dict[str, Any], timeout: float) -> dict[str, Any]
 
 
 def course_servers(workload: str, folder: Path, before: tuple[Path, str] | None) -> list[dict[str, Any]]:
-    """The course's server for ``workload`` (minichat or chat) from this working tree, and, with
-    ``before`` = (root, label) (``--course-before``), the same server from that other tree, run
-    back to back with this one's (``in_turn``): a change is measured against the code it
-    replaces in one run."""
+    """The course's server for ``workload`` (minichat or chat) from this working tree, on its
+    default loop (uvloop when installed: ``python -m labtools serve``); the same server on
+    asyncio's loop (``course-asyncio``, ``LABTOOLS_LOOP=asyncio``), which runs only when a word of
+    ``--servers`` names it (``asyncio``, ``course-asyncio``: ``chosen``); and, with ``before`` =
+    (root, label) (``--course-before``), the same server from that other tree, on whatever loop
+    that tree's own code runs (an older tree, which knows no ``LABTOOLS_LOOP``: asyncio's). All
+    run back to back (``in_turn``): a change, or the loop, is measured against what it replaces in
+    one run."""
     app = "minichat" if workload == "broadcast" else "chat"
-    current = {"name": f"course (labtools {app})", "role": "current", "proto": "course",
+    current = {"name": f"course (labtools {app})", "role": "current", "proto": "course", "loop": DEFAULT_LOOP,
                "command": [sys.executable, "-m", "labtools", "serve", app, "--port", "{port}"],
                "env": {"PYTHONPYCACHEPREFIX": str(folder / "pycache")}}  # see precompile()
     if workload == "chat":
         current["command"] += ["--db", "{db}"]
         current["db"] = folder / "course.db"
+    on_asyncio = {**current, "name": f"course-asyncio (labtools {app})", "role": "asyncio", "loop": "asyncio",
+                  "opt_in": "asyncio", "env": {**current["env"], LOOP_ENV: "asyncio"}}
+    if workload == "chat":
+        on_asyncio["db"] = folder / "course-asyncio.db"
     if before is None:
-        return [current]
+        return [current, on_asyncio]
     root, label = before
-    earlier = {**current, "name": f"course before ({label})", "role": "before", "root": root}
+    earlier = {key: value for key, value in current.items() if key != "loop"}
+    earlier.update(name=f"course before ({label})", role="before", root=root)
     if workload == "chat":
         earlier["db"] = folder / "before.db"
-    return [current, earlier]
+    return [current, on_asyncio, earlier]
+
+
+def chosen(server: dict[str, Any], words: list[str]) -> bool:
+    """Whether ``--servers WORD,...`` runs ``server``: every server when no word is given, else the
+    servers whose name contains a word (case-insensitive). A server marked ``opt_in`` (the course
+    on asyncio's loop) runs only when a word that contains its mark names it (``asyncio``,
+    ``course-asyncio``), so that ``course`` keeps meaning the course's current (and before) server."""
+    name = server["name"].lower()
+    mark = server.get("opt_in")
+    if mark is not None:
+        return any(mark in word and word in name for word in words)
+    return not words or any(word in name for word in words)
 
 
 def servers(
@@ -331,13 +369,14 @@ def servers(
 
 def in_turn(plan: list[dict[str, Any]], repetition: int) -> list[dict[str, Any]]:
     """The servers in the order repetition ``repetition`` runs them: the plan's order, except that
-    the course's current and before servers (back to back) swap places in even repetitions, so
-    that neither is always the one that runs second (after a warmer machine, a fuller page cache)."""
+    the course's own servers (current, course-asyncio, before: back to back) run in reverse order
+    in even repetitions (two of them swap places), so that none is always the one that runs after
+    the others (after a warmer machine, a fuller page cache)."""
     order = list(plan)
-    roles = [server.get("role") for server in order]
-    if repetition % 2 == 0 and "current" in roles and "before" in roles:
-        i, j = roles.index("current"), roles.index("before")
-        order[i], order[j] = order[j], order[i]
+    places = [i for i, server in enumerate(order) if server.get("role") in COURSE_ROLES]
+    if repetition % 2 == 0 and len(places) > 1:
+        for i, server in zip(places, reversed([order[i] for i in places]), strict=True):
+            order[i] = server
     return order
 
 
@@ -391,6 +430,8 @@ def run_server(
     result["server"] = server["name"]
     result["role"] = server.get("role", "peer")
     result["repetition"] = repetition
+    if "loop" in server:  # the course's current and asyncio servers; a before tree's is its own
+        result["loop"] = server["loop"]
     result["wallS"] = round(time.monotonic() - started, 1)
     if workload == "chat" and "error" not in result:
         verify_db(db, result["closed"] + result["open"])
@@ -619,42 +660,63 @@ def broadcast_tables(results: list[dict[str, Any]]) -> str:
 
 
 def before_table(results: dict[str, list[dict[str, Any]]], label: str) -> str:
-    """The course against itself before the change, per figure: the medians (spread) of both, the
-    ratio current / before of the medians, the median of the per-run ratios (spread), and the load
-    generator's CPU (median) in the current's and the before's runs."""
-    rows = []
+    """The course against itself before the change (``comparison_table``)."""
+    return comparison_table(
+        results, "before", ("current", "before"), f"The course against itself before the change ({label})",
+        ("course (current)", f"course before ({label})"),
+        "(no comparison with the course before: the current or the before server has no result)")
 
-    def compare(what: str, current: Runs, before: Runs, get: Figure, digits: int, loadgen: Figure | None) -> None:
-        of_medians = ratio(median(numbers(current, get)), median(numbers(before, get)))
+
+def loop_table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The course on its default loop (uvloop when installed) against itself on asyncio's."""
+    loop = next((r["loop"] for runs in results.values() for r in runs if r.get("role") == "current" and "loop" in r),
+                DEFAULT_LOOP)
+    return comparison_table(
+        results, "asyncio", (loop, "asyncio"), f"The course on {loop}'s event loop against asyncio's",
+        (f"course ({loop})", "course-asyncio"),
+        "(no comparison of the loops: the course or course-asyncio has no result)")
+
+
+def comparison_table(results: dict[str, list[dict[str, Any]]], role: str, names: tuple[str, str], title: str,
+                     columns: tuple[str, str], missing: str) -> str:
+    """The course's current server against its server of ``role`` (before, asyncio), per figure:
+    the medians (spread) of both (``columns``: their headers), the ratio of the medians (``names``:
+    "current / before"), the median of the per-run ratios (spread), and the load generator's CPU
+    (median) in both servers' runs."""
+    rows = []
+    of = f"{names[0]} / {names[1]}"
+
+    def compare(what: str, current: Runs, other: Runs, get: Figure, digits: int, loadgen: Figure | None) -> None:
+        of_medians = ratio(median(numbers(current, get)), median(numbers(other, get)))
         loadgen_cpu = "–" if loadgen is None else (
-            f"{fmt(median(numbers(current, loadgen)), 0)} / {fmt(median(numbers(before, loadgen)), 0)}")
-        rows.append([what, cell(current, get, digits), cell(before, get, digits), of_medians,
-                     paired(current, before, get), loadgen_cpu])
+            f"{fmt(median(numbers(current, loadgen)), 0)} / {fmt(median(numbers(other, loadgen)), 0)}")
+        rows.append([what, cell(current, get, digits), cell(other, get, digits), of_medians,
+                     paired(current, other, get), loadgen_cpu])
 
     for workload in ("broadcast", "chat"):
         groups = grouped(results.get(workload, []))
-        current, before = runs_of(groups, "current"), runs_of(groups, "before")
-        if not current or not before:
+        current, other = runs_of(groups, "current"), runs_of(groups, role)
+        if not current or not other:
             continue
         first = next(iter(current.values()))
         if workload == "broadcast":
             for index, step in enumerate(first["steps"]):
-                compare(f"broadcast {step['targetDeliveriesPerS']:,}/s: server CPU µs/delivery", current, before,
+                compare(f"broadcast {step['targetDeliveriesPerS']:,}/s: server CPU µs/delivery", current, other,
                         figure("steps", index, "serverCpuUsPerDelivery"), 2, figure("steps", index, "loadgenCpuPct"))
-            compare(f"broadcast: RSS KiB per idle connection ({first['clients']:,})", current, before,
+            compare(f"broadcast: RSS KiB per idle connection ({first['clients']:,})", current, other,
                     figure("rssPerConnKiB"), 1, None)
         else:
             for index, phase in enumerate(first["closed"]):
                 loadgen = figure("closed", index, "loadgenCpuPct")
-                compare(f"chat closed P={phase['pairs']}: server CPU µs/msg", current, before,
+                compare(f"chat closed P={phase['pairs']}: server CPU µs/msg", current, other,
                         figure("closed", index, "serverCpuUsPerMsg"), 1, loadgen)
-                compare(f"chat closed P={phase['pairs']}: msg/s", current, before,
+                compare(f"chat closed P={phase['pairs']}: msg/s", current, other,
                         figure("closed", index, "msgPerS"), 0, loadgen)
     if not rows:
-        return "(no comparison with the course before: the current or the before server has no result)"
-    return f"### The course against itself before the change ({label})\n\n" + table(
-        ["figure", "course (current)", f"course before ({label})", "current / before (of the medians)",
-         "current / before per run: median (min–max)", "loadgen CPU %: current / before"], rows)
+        return missing
+    return f"### {title}\n\n" + table(
+        ["figure", *columns, f"{of} (of the medians)", f"{of} per run: median (min–max)", f"loadgen CPU %: {of}"],
+        rows)
 
 
 # ----- main -----------------------------------------------------------------------------------------------------
@@ -684,7 +746,9 @@ def main() -> int:
     parser.add_argument(
         "--servers", metavar="WORD[,WORD...]",
         help="only the servers whose name contains one of these words (case-insensitive): e.g. 'course' runs"
-             " the course's servers alone (with --course-before, current and before)")
+             " the course's servers alone (with --course-before, current and before). The course on asyncio's"
+             " loop (course-asyncio; the course's current server runs on uvloop when it is installed) runs only"
+             " when a word names it: 'course,asyncio' runs the course on both loops, with a table uvloop / asyncio")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
@@ -716,13 +780,14 @@ def main() -> int:
         elif revision is not None:
             before = (extract(revision[0], Path(folder)), revision[1])
         plans = {workload: [server for server in servers(workload, node, peer_python, Path(folder), before)
-                            if not words or any(word in server["name"].lower() for word in words)]
+                            if chosen(server, words)]
                  for workload in ("broadcast", "chat") if not args.only or workload == args.only}
         roles = {server.get("role") for plan in plans.values() for server in plan}
         # Before any load: each course tree that will run imports labtools from itself.
-        for role, root in (("current", ROOT), ("before", before[0] if before else None)):
-            if role in roles and root is not None:
-                check_course_root(root)
+        if roles & {"current", "asyncio"}:
+            check_course_root(ROOT)
+        if "before" in roles and before is not None:
+            check_course_root(before[0])
         precompile([ROOT] + ([before[0]] if before else []), Path(folder))
         for workload, plan in plans.items():
             for repetition in range(1, args.repeat + 1):  # interleaved: every server once, then again
@@ -742,6 +807,11 @@ def main() -> int:
           f"node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}, "
           f"Python {sys.version.split()[0]}; {elapsed:.0f} s)\n")
     print("Ratios are server / course: above 1× is more for msg/s, and more cost for CPU, latency and memory.\n")
+    loops = [f"the course on {DEFAULT_LOOP}'s (`python -m labtools serve`'s default)"] if "current" in roles else []
+    loops += ["course-asyncio on asyncio's (LABTOOLS_LOOP=asyncio)"] if "asyncio" in roles else []
+    loops += ["the course before on the one its own code chooses"] if "before" in roles else []
+    if loops:
+        print("Event loops: " + ", ".join(loops) + ".\n")
     if args.repeat > 1:
         print(f"Each server ran {args.repeat} times, interleaved. A figure is the median of its runs, their spread "
               "(min–max) in brackets; a ratio is the median of the per-run ratios (each run against the same "
@@ -752,6 +822,8 @@ def main() -> int:
         print(chat_tables(results["chat"]) + "\n")
     if before is not None:
         print(before_table(results, before[1]) + "\n")
+    if "asyncio" in roles:
+        print(loop_table(results) + "\n")
     if args.json:
         recorded = {"recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": title,
                     "cores": os.cpu_count(), "repeat": args.repeat, "before": before[1] if before else None,

@@ -6,11 +6,12 @@ shared state changes with ``@server.change`` and ``server.update``, the same on 
 
 Modules, bottom up: ``frames`` (the wire format, ``EventError``, ``require``), ``limits`` (what
 a client may cost), ``origins`` (which pages may connect), ``pages`` (static files), ``rooms``
-(membership), ``connection`` (one socket: ``Client``, ``MeteredConnection``), ``dispatch`` (one
-frame to its handler), ``log`` (the ordered history: ``MemoryLog``), ``replicated`` (a state
-machine over a log), ``changes`` (an app's registered changes), ``recovery`` (offsets, resume),
-``adapter`` (how a server reaches other nodes: ``LocalAdapter``), ``server`` (``EventServer``),
-``client`` (``EventClient``, the simulated and test client).
+(membership), ``connection`` (one socket: ``Connection``; ``Client``, what handlers get),
+``inline`` (a coroutine run inline until it suspends), ``dispatch`` (one frame to its handler),
+``log`` (the ordered history: ``MemoryLog``), ``replicated`` (a state machine over a log),
+``changes`` (an app's registered changes), ``recovery`` (offsets, resume), ``adapter`` (how a
+server reaches other nodes: ``LocalAdapter``), ``server`` (``EventServer``), ``client``
+(``EventClient``, the simulated and test client).
 """
 
 from .adapter import Bus

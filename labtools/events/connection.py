@@ -1,27 +1,66 @@
-"""One connected socket, as an event server sees it: the ``Client`` handlers get, and the
-websockets connection under it that counts bytes, bounds what the client may make the server
-buffer, and weighs its control frames.
+"""One connected socket, as an event server sees it: the ``Connection`` that speaks WebSocket on
+it, and the ``Client`` that handlers get.
+
+``Connection`` is an ``asyncio.Protocol`` that drives websockets' own core, its sans-I/O
+``ServerProtocol`` (the opening handshake, frame parsing, pongs, the closing handshake): bytes
+in, events out, bytes to write. Driving it from callbacks, instead of from websockets' asyncio
+layer, means an idle connection holds no task, no timer and no queue: a transport, a parser
+and two small objects. What that layer gave, this class gives too:
+
+* the opening handshake must finish within ``OPEN_TIMEOUT`` (a slowloris defence), and a
+  closing handshake within ``CLOSE_TIMEOUT``; then the socket is aborted;
+* ``Limits.max_frame`` bounds a message (websockets closes with 1009 beyond it); binary
+  frames close with 1003, text that is not UTF-8 with 1007;
+* the server stops reading from a client whose unsent bytes pass ``Limits.read_pause`` (the
+  transport's high-water mark) or whose frames wait in line (``MAX_QUEUE``, below), and a
+  client whose backlog passes ``Limits.client_buffer`` is cut;
+* pings and pongs take tokens from the client's frame bucket: a client that runs a debt of
+  more than one burst with them is closed with 1008;
+* ``close(1001)`` on shutdown.
+
+Frames of one socket reach its handlers one after another, in the order it sent them: a frame
+is handled inline, in ``data_received``; if its handler suspends (awaits something not ready),
+the frames that follow wait in the connection's ``inbox`` until it has finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event
+from websockets.http11 import SERVER, Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from ..measure.metrics import Counter
-from ..measure.wire import ByteMeter, CountingTransport
 from .limits import Limits, TokenBucket
 from .rooms import Rooms
 
-CONTROL = (Opcode.PING, Opcode.PONG)
+CONNECTING, OPEN = State.CONNECTING, State.OPEN
+TEXT, CONT, BINARY, PING, PONG = Opcode.TEXT, Opcode.CONT, Opcode.BINARY, Opcode.PING, Opcode.PONG
+#: Seconds a client has to complete the opening handshake (websockets' default ``open_timeout``).
+OPEN_TIMEOUT = 10.0
+#: Seconds a peer has to answer our close frame: it must not hold up a shutdown (Ctrl-C).
+CLOSE_TIMEOUT = 2.0
+#: Frames of one client that may wait while its handler runs; then the server stops reading it.
+MAX_QUEUE = 16
+LOGGER = logging.getLogger("websockets.server")
+
+
+def text_frame(text: str) -> bytes:
+    """The bytes of one unmasked, uncompressed, final text frame: what a server sends (RFC 6455
+    §5.2). A server frame is not masked, so one encoding serves every recipient."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
 class Host(Protocol):
@@ -31,7 +70,26 @@ class Host(Protocol):
 
     def emit_to(self, client: Client, event: str, data: Any) -> None: ...
 
-    def close_client(self, client: Client, code: int, reason: str) -> None: ...
+
+class Endpoint(Protocol):
+    """What a ``Connection`` asks of the server that accepted it (the ``EventServer``)."""
+
+    limits: Limits
+    closing: bool
+    connections: set[Connection]
+
+    @property
+    def total(self) -> Counter: ...
+
+    def respond(self, request: Request) -> Response | Awaitable[Response | None] | None: ...
+
+    def opened(self, connection: Connection) -> Client: ...
+
+    def received(self, client: Client, text: str) -> asyncio.Future | None: ...
+
+    def lost(self, client: Client) -> None: ...
+
+    def drop_slow(self, transport: asyncio.WriteTransport) -> None: ...
 
 
 class Client:
@@ -39,22 +97,28 @@ class Client:
 
     ``session`` is the app's own per-connection data: whatever the server's ``session``
     factory made for this connection (a dataclass of the app's, typed), or None.
+
+    ``out`` holds the frames written while the client is corked (``cork``/``flush``): the
+    frames one handler run produces for this socket leave in one write.
     """
 
-    __slots__ = ("id", "host", "connection", "protocol", "transport", "session", "frames", "bytes", "name")
+    __slots__ = ("id", "host", "connection", "protocol", "transport", "session", "frames", "bytes", "name",
+                 "out", "pending")
 
-    def __init__(self, id: int, host: Host, connection: ServerConnection, session: Any = None) -> None:
+    def __init__(self, id: int, host: Host, connection: Connection, session: Any = None) -> None:
         self.id = id
         self.host = host
         self.connection = connection
-        # The broadcast loop reads these two once per delivery: keep them one lookup away.
+        # The broadcast loop reads these once per delivery: keep them one lookup away.
         self.protocol = connection.protocol
-        self.transport: asyncio.WriteTransport = getattr(connection, "raw_transport", connection.transport)
+        self.transport: asyncio.WriteTransport = connection.transport  # type: ignore[assignment]
         self.session = session
         # The buckets live on the connection: control frames are counted there, before a Client exists.
-        self.frames: TokenBucket = connection.frames  # type: ignore[attr-defined]
-        self.bytes: TokenBucket = connection.bytes  # type: ignore[attr-defined]
+        self.frames: TokenBucket = connection.frames
+        self.bytes: TokenBucket = connection.bytes
         self.name = f"client-{id}"
+        self.out: list[bytes] | None = None
+        self.pending = 0  # bytes in ``out``: they count against the client's buffer bound
 
     def admit(self, size: int) -> float:
         """Take one frame and ``size`` bytes before parsing; else the seconds to wait (nothing taken)."""
@@ -64,17 +128,39 @@ class Client:
             self.bytes.take(size)
         return wait
 
+    def cork(self) -> bool:
+        """Hold this client's frames until ``flush``; True when this call corked it (then the
+        caller flushes: corks nest, and only the outermost one writes)."""
+        if self.out is not None:
+            return False
+        self.out = []
+        return True
+
+    def write(self, frame: bytes) -> None:
+        """Write one frame: held while corked, else at once."""
+        out = self.out
+        if out is not None:
+            out.append(frame)
+            self.pending += len(frame)
+        elif self.protocol.state is OPEN:
+            self.transport.write(frame)
+
+    def flush(self) -> None:
+        """Send what the cork held, in one write (one system call for an ack and its pushes)."""
+        out, self.out = self.out, None
+        self.pending = 0
+        if out and self.protocol.state is OPEN and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
     @property
     def query(self) -> str:
         """The query string of the upgrade request (``token=...`` for the chat)."""
-        request = self.connection.request
-        path = request.path if request is not None else "/"
-        return path.partition("?")[2]
+        return self.connection.path.partition("?")[2]
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
         """The peer's ``(host, port)``: behind a proxy, the proxy's."""
-        address = self.connection.remote_address
+        address = self.transport.get_extra_info("peername")
         return (address[0], address[1]) if address else None
 
     def emit(self, event: str, data: Any = None) -> None:
@@ -83,7 +169,7 @@ class Client:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this socket with ``code`` without waiting for the closing handshake."""
-        self.host.close_client(self, code, reason)
+        self.connection.close(code, reason)
 
     def join(self, room: str) -> None:
         self.host.rooms.join(self, room)
@@ -100,107 +186,267 @@ class Client:
         return f"<Client {self.name}>"
 
 
-@dataclass(frozen=True, slots=True)
-class Wiring:
-    """What a connection needs of its server, and no more: the limits it enforces, where its
-    bytes are counted, and whom to tell about a client too slow to keep."""
+class Connection(asyncio.Protocol):
+    """One socket: websockets' ``ServerProtocol`` driven from asyncio's callbacks (see the module)."""
 
-    limits: Limits
-    total: Counter
-    meter: ByteMeter
-    drop_slow: Callable[[asyncio.WriteTransport], None]
+    __slots__ = ("endpoint", "protocol", "transport", "client", "path", "heard", "frames", "bytes", "timer",
+                 "busy", "inbox", "fragments", "paused_writing", "paused_inbox", "lost")
 
-
-class MeteredConnection(ServerConnection):
-    """A ``ServerConnection`` whose socket bytes are counted in the server's ``Traffic``.
-
-    websockets' own writes (handshake, pongs, close frames) go through a ``CountingTransport``;
-    ``send_text`` writes to ``raw_transport`` and counts its bytes once per broadcast instead,
-    which saves three Python calls per delivery. ``heard`` is when bytes last arrived, for the
-    server-wide keepalive.
-
-    It also keeps a client from growing the server: websockets answers each ping with a pong on
-    its own, so reading stops while this client's unsent bytes are above the high-water mark
-    (``Limits.read_pause``, given as ``write_limit``), a client whose backlog still passes
-    ``Limits.client_buffer`` is cut, and pings and pongs take tokens from the client's frame
-    bucket: a client that runs a debt of more than one burst with them is closed with 1008.
-    """
-
-    def __init__(self, wiring: Wiring, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        limits = wiring.limits
-        self.wiring = wiring
-        self.total = wiring.total
-        self.meter = wiring.meter
-        self.raw_transport: asyncio.WriteTransport | None = None
-        self.heard = time.monotonic()
+    def __init__(self, endpoint: Endpoint) -> None:
+        limits = endpoint.limits
+        self.endpoint = endpoint
+        self.protocol = ServerProtocol(max_size=limits.max_frame, logger=LOGGER)
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+        self.path = "/"  # the upgrade request's path and query: all a connection keeps of it
+        self.heard = time.monotonic()  # when bytes last arrived, for the server-wide keepalive
         self.frames = TokenBucket(limits.frame_burst, limits.frames_per_second)
         self.bytes = TokenBucket(limits.byte_burst, limits.bytes_per_second)
-        # websockets keeps two deques per connection, about 760 bytes each even when empty (a
-        # deque allocates a 64-slot block): lists do the same job here for 56 bytes.
-        self.drain_waiters = []  # type: ignore[assignment]  # append, remove, iterate: same with a list
+        self.timer: asyncio.TimerHandle | None = None  # the open or close deadline, if one runs
+        self.busy: asyncio.Future | None = None  # a handler (or the connect callbacks) still running
+        self.inbox: list[str] | None = None  # frames waiting for it, in order
+        self.fragments: list[bytes] | None = None  # a fragmented text message, so far
+        self.paused_writing = False
+        self.paused_inbox = False
+        self.lost = False
+
+    # ----- asyncio's callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw_transport = transport  # type: ignore[assignment]
-        # One meter for the whole server: a connection holds no counter or closure of its own.
-        super().connection_made(CountingTransport(transport, self.meter))  # type: ignore[arg-type]
-        self.recv_messages.frames.queue = SmallQueue()  # type: ignore[assignment]  # made by connection_made
+        self.transport = transport  # type: ignore[assignment]
+        read_pause = self.endpoint.limits.read_pause
+        self.transport.set_write_buffer_limits(high=read_pause, low=read_pause // 4)  # type: ignore[union-attr]
+        self.endpoint.connections.add(self)
+        self.timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT, self._open_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        self.total.bytes_in += len(data)
+        self.endpoint.total.bytes_in += len(data)
         self.heard = time.monotonic()
-        super().data_received(data)
-        transport = self.raw_transport
-        if transport is None:
-            return
-        if transport.get_write_buffer_size() > self.wiring.limits.client_buffer:
-            self.wiring.drop_slow(transport)
-        elif self.paused:  # websockets' queue may have resumed reading while writes are backed up
-            transport.pause_reading()  # type: ignore[attr-defined]
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._send_protocol_data()
+        client = self.client
+        corked = client is not None and client.cork()  # what this read's frames answer leaves in one write
+        try:
+            for event in events:
+                if type(event) is Frame:
+                    self._frame(event)
+                else:
+                    self._request(event)  # type: ignore[arg-type]
+        finally:
+            if corked:
+                client.flush()  # type: ignore[union-attr]
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > self.endpoint.limits.client_buffer:
+            self.endpoint.drop_slow(transport)
 
-    def process_event(self, event: Event) -> None:
-        """Count pings and pongs in the frame budget (websockets answers pings by itself)."""
-        if isinstance(event, Frame) and event.opcode in CONTROL:
-            self.frames.wait(1)  # refill first
-            self.frames.take(1)
-            if self.frames.tokens < -self.frames.burst:
-                self.protocol.fail(CloseCode.POLICY_VIOLATION, "too many control frames")
-                self.send_data()
-                return
-        super().process_event(event)
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._send_protocol_data()
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent: the state becomes CLOSED
+        self.lost = True
+        self.fragments = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.endpoint.connections.discard(self)
+        if self.busy is None:
+            self._forget()
 
     def pause_writing(self) -> None:
         """Past the high-water mark: stop reading, so this client cannot make us write more."""
-        super().pause_writing()
-        if self.raw_transport is not None:
-            self.raw_transport.pause_reading()  # type: ignore[attr-defined]
+        self.paused_writing = True
+        self._reading()
 
     def resume_writing(self) -> None:
-        """Back under the low-water mark: read again, unless websockets' own queue is full."""
-        super().resume_writing()
-        if self.raw_transport is not None and not self.recv_messages.paused:
-            self.raw_transport.resume_reading()  # type: ignore[attr-defined]
+        """Back under the low-water mark: read again, unless frames still wait in line."""
+        self.paused_writing = False
+        self._reading()
 
+    # ----- what arrives -------------------------------------------------------------------
 
-NO_HEADERS = Headers()
+    def _request(self, request: Request) -> None:
+        """The opening handshake's request: a page, a refusal, or the upgrade."""
+        self.path = request.path
+        try:
+            response = self.endpoint.respond(request)
+        except Exception:
+            LOGGER.error("answering a request failed", exc_info=True)
+            response = self.protocol.reject(500, "Failed to open a WebSocket connection.\n")
+        if isinstance(response, Awaitable):
+            task = asyncio.get_running_loop().create_task(self._respond_later(request, response))
+            self.hold(task)
+        else:
+            self._respond(request, response)
 
+    async def _respond_later(self, request: Request, pending: Awaitable[Response | None]) -> None:
+        try:
+            response = await pending
+        except Exception:
+            LOGGER.error("answering a request failed", exc_info=True)
+            response = self.protocol.reject(500, "Failed to open a WebSocket connection.\n")
+        self._respond(request, response)
 
-class SmallQueue(list):
-    """The deque operations websockets' ``Assembler`` uses, on a list: its queue holds at most
-    ``max_queue`` (16) frames, so ``pop(0)`` costs nothing, and an empty list is 56 bytes."""
+    def _respond(self, request: Request, response: Response | None) -> None:
+        if self.lost:
+            return
+        protocol = self.protocol
+        if response is None:
+            response = protocol.accept(request)
+            if self.endpoint.closing and response.status_code == 101:
+                response = protocol.reject(503, "Server is shutting down.\n")
+        response.headers["Server"] = SERVER
+        protocol.send_response(response)
+        self._send_protocol_data()
+        if protocol.state is OPEN:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.client = self.endpoint.opened(self)
+        elif self.transport is not None:
+            self.transport.close()  # a page or a refusal: written, then closed
 
-    __slots__ = ()
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is TEXT or opcode is CONT:
+            if not frame.fin:
+                if self.fragments is None:
+                    self.fragments = []
+                self.fragments.append(frame.data)  # websockets bounds the whole message (max_size)
+                return
+            data = frame.data
+            if self.fragments is not None:
+                self.fragments.append(data)
+                data, self.fragments = b"".join(self.fragments), None
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.close(CloseCode.INVALID_DATA, "invalid UTF-8")
+                return
+            if self.protocol.state is OPEN:
+                self._text(text)
+        elif opcode is BINARY:
+            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+        elif opcode is PING or opcode is PONG:
+            # websockets answers pings by itself: they count in the frame budget all the same.
+            frames = self.frames
+            frames.wait(1)  # refill first
+            frames.take(1)
+            if frames.tokens < -frames.burst:
+                self.protocol.fail(CloseCode.POLICY_VIOLATION, "too many control frames")
+                self._send_protocol_data()
 
-    def popleft(self) -> Any:
-        return self.pop(0)
+    def _text(self, text: str) -> None:
+        if self.busy is not None:  # a handler of this client is running: wait in line
+            inbox = self.inbox
+            if inbox is None:
+                inbox = self.inbox = []
+            inbox.append(text)
+            if len(inbox) >= MAX_QUEUE and not self.paused_inbox:
+                self.paused_inbox = True
+                self._reading()
+            return
+        self._dispatch(text)
 
-    def extendleft(self, items: Iterable[Any]) -> None:
-        self[0:0] = list(items)[::-1]
+    def _dispatch(self, text: str) -> None:
+        if self.endpoint.closing:  # shutting down: frames not yet handled are dropped
+            return
+        running = self.endpoint.received(self.client, text)  # type: ignore[arg-type]
+        if running is not None:
+            self.hold(running)
 
+    def hold(self, running: asyncio.Future) -> None:
+        """Something of this connection suspended: what arrives meanwhile waits for it."""
+        self.busy = running
+        running.add_done_callback(self._finished)
 
-def forget_handshake(connection: ServerConnection) -> None:
-    """Once open, a connection keeps only its request's path (``Client.query``): the request's
-    and the response's headers, about 3 KB per connection, are not read again."""
-    if connection.request is not None:  # in place: websockets' parser holds this request too
-        connection.request.headers = NO_HEADERS
-    connection.response = None
+    def _finished(self, _running: asyncio.Future) -> None:
+        """The handler that held the line has finished: handle what waited, in order."""
+        self.busy = None
+        inbox = self.inbox
+        client = self.client
+        if inbox:
+            corked = client is not None and client.cork()
+            try:
+                while inbox and self.busy is None:
+                    self._dispatch(inbox.pop(0))
+            finally:
+                if corked:
+                    client.flush()  # type: ignore[union-attr]
+        if not inbox:
+            self.inbox = None
+        if self.paused_inbox and len(inbox or ()) < MAX_QUEUE // 4:
+            self.paused_inbox = False
+            self._reading()
+        if self.lost and self.busy is None:
+            self._forget()
+
+    def _forget(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            self.endpoint.lost(client)
+
+    # ----- what leaves --------------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (abort if the peer does not answer in ``CLOSE_TIMEOUT``);
+        during the opening handshake, abort."""
+        state = self.protocol.state
+        if state is OPEN:
+            client = self.client
+            if client is not None and client.out:
+                client.flush()  # what was written before the close frame goes before it
+            self.protocol.send_close(code, reason)
+            self._send_protocol_data()
+        elif state is CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def _send_protocol_data(self) -> None:
+        """Write what websockets' protocol produced (the handshake's response, pongs, close
+        frames, the end of the stream), and start the close deadline when a close is due."""
+        transport = self.transport
+        if transport is None:
+            return
+        total = self.endpoint.total
+        for data in self.protocol.data_to_send():
+            if data:
+                client = self.client
+                if client is not None and client.out:
+                    client.flush()  # keep the order of what this client was sent
+                transport.write(data)
+                total.bytes_out += len(data)
+            elif transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except Exception:  # uvloop may raise RuntimeError on a closing transport
+                    transport.abort()
+            else:
+                transport.close()
+        if self.protocol.close_expected() and (self.timer is None or self.protocol.state is not CONNECTING):
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _reading(self) -> None:
+        """Read while neither the client's backlog nor its waiting frames hold it back."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.paused_writing or self.paused_inbox:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _open_timed_out(self) -> None:
+        self.timer = None
+        if self.protocol.state is CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def _abort(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()

@@ -8,20 +8,25 @@ tests drive a ``Dispatcher`` with plain objects.
 
 The rate limit counts every frame, malformed ones included, so a flood of junk is throttled like
 a flood of valid emits; it is taken before the text is parsed, so a flood of large frames costs
-no parsing either. Frames of one socket are handled one after another (the server awaits each
-before reading the next), so a client's events reach its handlers in the order it sent them.
+no parsing either. Frames of one socket are handled one after another, so a client's events
+reach its handlers in the order it sent them: a frame is dispatched inline, as it is read; an
+async handler is stepped inline too and gets a Task only if it suspends, and then the client's
+next frames wait (``Connection.inbox``) until it has finished. Other sockets' frames do not
+wait: the chat's group commit still gathers messages from many senders into one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import CoroutineType
 from typing import Any
 
 from ..measure.metrics import Trace, Traffic
 from .connection import Client
 from .frames import Emit, EventError, decode_emit, encode_ack, encode_error, encode_failed_ack, peek_id
+from .inline import finish, step
 
 #: ``handler(client, data)``, sync or async; its return value is the acknowledgement's data.
 Handler = Callable[[Client, Any], Any]
@@ -47,13 +52,17 @@ class Dispatcher:
         self.handlers[event] = handler
         self.costs[event] = cost
 
-    async def dispatch(self, client: Client, text: str) -> None:
-        """Answer one text frame: run its handler, or tell the sender (only) what is wrong."""
+    def dispatch(self, client: Client, text: str) -> asyncio.Task | None:
+        """Answer one text frame: run its handler, or tell the sender (only) what is wrong.
+
+        Runs inline; returns the Task that goes on with the handler when it suspended (the
+        connection holds the client's next frames until it is done), else None.
+        """
         wait = client.admit(len(text))
         if wait > 0:
             self.traffic.request("recv (rate-limited)")
             self.refuse(client, peek_id(text), rate_limited(wait))
-            return
+            return None
         emit, error = decode_emit(text)
         if error is not None or emit is None:
             self.traffic.request("recv (invalid)")
@@ -66,48 +75,73 @@ class Dispatcher:
             error = charge(client, self.costs[emit.event]) if known else \
                 EventError("unknown-event", f"no event called {emit.event[:64]!r}")
             if error is None:
-                await self.run(client, emit)
-                return
+                return self.run(client, emit)
         self.refuse(client, emit.id if emit is not None else None, error)
+        return None
 
     def refuse(self, client: Client, id: int | None, error: EventError) -> None:
         """A failed acknowledgement when the frame had an ``id``, else an ``error`` event."""
         reply = encode_failed_ack(id, error) if id is not None else encode_error(error)
         self.send([client], "error", reply)
 
-    async def run(self, client: Client, emit: Emit) -> None:
+    def acknowledge(self, client: Client, emit: Emit, result: Any) -> None:
+        if emit.id is not None:
+            self.send([client], "ack", encode_ack(emit.id, result))
+
+    def run(self, client: Client, emit: Emit) -> asyncio.Task | None:
         """Run the handler and send its acknowledgement, both inside the error handling: a
-        result that cannot be sent answers ``internal`` and the connection carries on."""
+        result that cannot be sent answers ``internal`` and the connection carries on.
+
+        An async handler is stepped inline (``inline.step``) and gets a Task only if it
+        suspends; a sync one just runs.
+        """
         try:
-            result = await self.call(self.handlers[emit.event], client, emit.data)
-            if emit.id is not None:
-                self.send([client], "ack", encode_ack(emit.id, result))
+            result = self.handlers[emit.event](client, emit.data)
+            coroutine = result if type(result) is CoroutineType else \
+                _awaited(result) if inspect.isawaitable(result) else None
+            if coroutine is not None:
+                done, result = step(coroutine)
+                if not done:
+                    task = asyncio.get_running_loop().create_task(self._finish(client, emit, coroutine, result))
+                    self.running.add(task)
+                    task.add_done_callback(self.running.discard)
+                    return task
+            self.acknowledge(client, emit, result)
+        except EventError as error:
+            self.refuse(client, emit.id, error)
+        except Exception as exc:  # a bug in a handler (or an unencodable result) answers this client only
+            self.failed(client, emit, exc)
+        return None
+
+    async def _finish(self, client: Client, emit: Emit, coroutine: Coroutine, awaited: Any) -> None:
+        """The rest of a handler that suspended, then its acknowledgement: the last step's
+        pushes to the sender and the acknowledgement leave in one write."""
+        try:
+            self.acknowledge(client, emit, await finish(coroutine, awaited, client))
         except EventError as error:
             self.refuse(client, emit.id, error)
         except asyncio.CancelledError:
             if not self.closing:
                 raise
-        except Exception as exc:  # a bug in a handler (or an unencodable result) answers this client only
-            self.errors.append(f"{emit.event}: {exc!r}")
-            self.refuse(client, emit.id, EventError("internal", "the server failed to handle this event"))
-
-    async def call(self, handler: Handler, client: Client, data: Any) -> Any:
-        """Run a handler; an async one runs as a task that ``cancel_running`` can cancel."""
-        result = handler(client, data)
-        if not inspect.isawaitable(result):
-            return result
-        task = asyncio.ensure_future(result)
-        self.running.add(task)
-        try:
-            return await task
+        except Exception as exc:
+            self.failed(client, emit, exc)
         finally:
-            self.running.discard(task)
+            client.flush()
+
+    def failed(self, client: Client, emit: Emit, exc: Exception) -> None:
+        self.errors.append(f"{emit.event}: {exc!r}")
+        self.refuse(client, emit.id, EventError("internal", "the server failed to handle this event"))
 
     def cancel_running(self) -> None:
         """Shutting down: handlers still running are cancelled, frames not yet handled dropped."""
         self.closing = True
         for task in list(self.running):
             task.cancel()
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """A handler that returned an awaitable (a future) without being a coroutine itself."""
+    return await awaitable
 
 
 def charge(client: Client, cost: int) -> EventError | None:

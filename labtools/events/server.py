@@ -41,20 +41,18 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..measure.metrics import Trace, Traffic
-from ..measure.wire import ByteMeter
 from .adapter import BROADCASTS, Adapter, Bus, LocalAdapter
 from .changes import Change, Changes
-from .connection import Client, MeteredConnection, Wiring, forget_handshake
+from .connection import CLOSE_TIMEOUT, Client, Connection, text_frame
 from .dispatch import Dispatcher, Handler
 from .frames import dumps
+from .inline import start
 from .limits import Limits
 from .origins import allowed_origins_from_env, origin_allowed, security_headers
 from .pages import serve_file
@@ -68,12 +66,7 @@ KEEPALIVE = 20.0
 #: The type of an app's state: a small class of its own, kept apart from I/O (``BandBoard``...).
 S = TypeVar("S")
 HttpRoute = Callable[[Request], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
-
-
-
-def _text_frame(text: str) -> bytes:
-    """The bytes of one unmasked, uncompressed text frame: what every client receives."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+PING = b"\x89\x00"  # an unmasked ping frame with no payload: the same bytes for every client
 
 
 class EventServer(Generic[S]):
@@ -120,6 +113,7 @@ class EventServer(Generic[S]):
         self.keepalive = keepalive
         self._keepalive_task: asyncio.Task | None = None
         self.traffic = Traffic()
+        self.total = self.traffic.total  # every byte in and out, for the connections to count
         self.clients: dict[int, Client] = {}
         self.rooms: Rooms[Client] = Rooms()
         self.errors: list[str] = []
@@ -137,18 +131,13 @@ class EventServer(Generic[S]):
         self.on_start: list[Callable[[], Awaitable[Any]]] = []
         self.on_close: list[Callable[[], Awaitable[Any]]] = []
         self.slow_clients_dropped = 0
-        self._closing_tasks: set[asyncio.Task] = set()
+        #: Every socket, from its first byte (clients are those past the handshake).
+        self.connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task] = set()  # connect and disconnect callbacks that suspended
         self._emitted = 0  # single emits so far (how many frames a welcome sent)
         self._sent: asyncio.Future[None] | None = None  # what a broadcast already sent returns
         self._ids = itertools.count(1)
-        total = self.traffic.total
-
-        def count_out(n: int) -> None:
-            total.bytes_out += n
-
-        #: Counts websockets' own writes (handshakes, pongs, close frames) into ``traffic.total``.
-        self.meter = ByteMeter(None, count_out)
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         self.host = ""
         self.port = 0
 
@@ -315,45 +304,46 @@ class EventServer(Generic[S]):
     def send_text(self, targets: Iterable[Client], event: str, text: str) -> int:
         """Write one already-encoded frame to every open target (the hot path).
 
-        Per delivery: a state check, a buffer check and one ``transport.write`` of shared bytes.
-        A client whose unsent bytes would pass ``Limits.client_buffer`` is dropped rather than
-        buffered for: it must not make the server grow, nor hold anyone else back. When a target
-        was already backlogged, the server-wide ``Limits.total_buffer`` is checked too.
+        Per delivery: a state check, a buffer check and one ``transport.write`` of shared bytes
+        (or, for a client corked while a handler of its own runs, an append to what leaves in
+        that handler's one write). A client whose unsent bytes would pass
+        ``Limits.client_buffer`` is dropped rather than buffered for: it must not make the
+        server grow, nor hold anyone else back. When a target was already backlogged, the
+        server-wide ``Limits.total_buffer`` is checked too.
         """
-        frame = _text_frame(text)
+        frame = text_frame(text)
+        size = len(frame)
         sent = 0
         trace = self.trace
-        room = self.limits.client_buffer - len(frame)
+        room = self.limits.client_buffer - size
         high = self.limits.read_pause
         backlog = False
         for client in targets:
             if client.protocol.state is not OPEN:
                 continue
             transport = client.transport
-            buffered = transport.get_write_buffer_size()
+            buffered = transport.get_write_buffer_size() + client.pending
             if buffered > room and buffered > 0:  # an empty buffer still takes one large frame
                 self.drop_slow(transport)
                 continue
             backlog = backlog or buffered > high
-            transport.write(frame)
+            out = client.out
+            if out is None:
+                transport.write(frame)
+            else:
+                out.append(frame)
+                client.pending += size
             sent += 1
             if trace is not None:
                 trace.record("server", client.name, event)
         if backlog:
             self._enforce_total_buffer()
-        size = sent * len(frame)
+        size *= sent
         counter = self.traffic.route(f"send {event}")
         counter.requests += sent
         counter.bytes_out += size
-        self.traffic.total.bytes_out += size
+        self.total.bytes_out += size
         return sent
-
-    def close_client(self, client: Client, code: int, reason: str) -> None:
-        """``client.close``: close its socket with ``code`` without waiting for its closing
-        handshake (from a handler, or from code that must not await: the task is kept)."""
-        task = asyncio.get_running_loop().create_task(client.connection.close(code, reason))
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
 
     def drop_slow(self, transport: asyncio.WriteTransport) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
@@ -363,11 +353,11 @@ class EventServer(Generic[S]):
 
     def buffered(self) -> int:
         """Bytes written to clients that their sockets have not taken yet, all clients together."""
-        return sum(c.transport.get_write_buffer_size() for c in self.clients.values())
+        return sum(c.transport.get_write_buffer_size() + c.pending for c in self.clients.values())
 
     def _enforce_total_buffer(self) -> None:
         """Past ``Limits.total_buffer``, cut the clients with the largest backlogs first."""
-        sizes = sorted(((c.transport.get_write_buffer_size(), c) for c in self.clients.values()),
+        sizes = sorted(((c.transport.get_write_buffer_size() + c.pending, c) for c in self.clients.values()),
                        key=lambda pair: pair[0], reverse=True)
         total = sum(size for size, _client in sizes)
         for size, client in sizes:
@@ -390,22 +380,8 @@ class EventServer(Generic[S]):
                 await self._open_log()
             for callback in self.on_start:
                 await callback()
-            read_pause = self.limits.read_pause
-            wiring = Wiring(self.limits, self.traffic.total, self.meter, self.drop_slow)
-            self._server = await serve(
-                self._handle,
-                host,
-                port,
-                process_request=self._process_request,
-                compression=None,
-                max_size=self.limits.max_frame,
-                write_limit=(read_pause, read_pause // 4),
-                # One keepalive task for the whole server instead of one per connection (see keep_alive).
-                ping_interval=None,
-                # A client that never answers the closing handshake must not hold up Ctrl-C for 10 s.
-                close_timeout=2,
-                create_connection=lambda *a, **kw: MeteredConnection(wiring, *a, **kw),  # type: ignore[arg-type]
-            )
+            # No compression (see the module), one keepalive loop for every client (keep_alive).
+            self._server = await asyncio.get_running_loop().create_server(lambda: Connection(self), host, port)
         except BaseException:
             await self._disconnect()
             raise
@@ -445,17 +421,16 @@ class EventServer(Generic[S]):
         this (about a kilobyte each); one loop over a shared, pre-encoded frame does the same.
         Browsers and websockets clients answer pings with pongs on their own.
         """
-        ping = Frame(Opcode.PING, b"").serialize(mask=False, extensions=[])
         while True:
             await asyncio.sleep(interval)
             silent_since = time.monotonic() - 2 * interval
             for client in list(self.clients.values()):
                 if client.protocol.state is not OPEN:
                     continue
-                if getattr(client.connection, "heard", 0.0) < silent_since:
+                if client.connection.heard < silent_since:
                     client.transport.abort()
                 else:
-                    client.transport.write(ping)
+                    client.write(PING)
 
     @property
     def url(self) -> str:
@@ -474,7 +449,18 @@ class EventServer(Generic[S]):
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
             self._keepalive_task = None
-        server.close(close_connections=True)
+        server.close()
+        for connection in list(self.connections):
+            connection.close(CloseCode.GOING_AWAY)  # during the opening handshake: aborted
+        # Each connection is gone within CLOSE_TIMEOUT (its close deadline aborts it).
+        deadline = time.monotonic() + CLOSE_TIMEOUT + 1.0
+        while (self.connections or self._tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
         for callback in self.on_close:
             try:
@@ -492,7 +478,16 @@ class EventServer(Generic[S]):
         if bus is not None:
             await bus.aclose()
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    # ----- what a Connection asks of its server (connection.Endpoint) ------------------------
+
+    @property
+    def closing(self) -> bool:
+        """Shutting down: new upgrades are refused, frames not yet handled dropped."""
+        return self.dispatcher.closing
+
+    def respond(self, request: Request) -> Response | Awaitable[Response | None] | None:
+        """The opening handshake's request: None upgrades it; a ``Response`` answers it (a page,
+        a route, a 404, the Origin check's 403)."""
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if not origin_allowed(request.headers, self.port, self.allowed_origins):
                 self.traffic.request("GET / (upgrade refused: origin)")
@@ -504,12 +499,17 @@ class EventServer(Generic[S]):
         if path in self.http_routes:
             result = self.http_routes[path](request)
             if inspect.isawaitable(result):
-                result = await result
-            status, content_type, body = result
-        elif self.page is not None and (path == "/" or path.count("/") == 1):
-            status, content_type, body = serve_file(self.page, path)
-        else:
-            status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
+                return self._route_later(request, path, result)
+            return self._answer(request, path, result)
+        if self.page is not None and (path == "/" or path.count("/") == 1):
+            return self._answer(request, path, serve_file(self.page, path))
+        return self._answer(request, path, (404, "text/plain; charset=utf-8", b"not found\n"))
+
+    async def _route_later(self, request: Request, path: str, result: Awaitable[tuple[int, str, bytes]]) -> Response:
+        return self._answer(request, path, await result)
+
+    def _answer(self, request: Request, path: str, result: tuple[int, str, bytes]) -> Response:
+        status, content_type, body = result
         self.traffic.request(f"GET {path}" if status != 404 else "GET (not found)")
         return self._response(request, status, content_type, body)
 
@@ -520,43 +520,62 @@ class EventServer(Generic[S]):
         )
         return Response(status, HTTPStatus(status).phrase, headers, body)
 
-    async def _handle(self, connection: ServerConnection) -> None:
-        forget_handshake(connection)
+    def opened(self, connection: Connection) -> Client:
+        """A socket finished its opening handshake: a ``Client``, greeted (connect callbacks,
+        then the welcome) before any of its frames is handled."""
         client = Client(next(self._ids), self, connection, self.session() if self.session is not None else None)
         self.clients[client.id] = client
-        dispatcher = self.dispatcher
+        corked = client.cork()  # the welcome's frames leave in one write
         try:
-            for callback in self.on_connect:
-                try:
-                    await self._call(callback, client)
-                except Exception as exc:  # e.g. a welcome that fails to send: the connection stays
-                    self.errors.append(f"connect callback: {exc!r}")
-            try:
-                if self.recovery is not None:
-                    self.recovery.welcome(client)
-                else:
-                    self._welcome(client)
-            except Exception as exc:
-                self.errors.append(f"welcome: {exc!r}")
-            async for message in connection:
-                if dispatcher.closing:  # shutting down: the frames still queued are not handled
-                    break
-                if isinstance(message, bytes):
-                    await connection.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-                    break
-                await dispatcher.dispatch(client, message)
-        except ConnectionClosed:
-            pass
+            running = start(self._greet(client), client)
         finally:
-            del self.clients[client.id]
-            self.rooms.leave_all(client)
+            if corked:
+                client.flush()
+        if running is not None:
+            self._keep(running)
+            connection.hold(running)
+        return client
+
+    async def _greet(self, client: Client) -> None:
+        for callback in self.on_connect:
+            try:
+                await self._call(callback, client)
+            except Exception as exc:  # e.g. a welcome that fails to send: the connection stays
+                self.errors.append(f"connect callback: {exc!r}")
+        try:
             if self.recovery is not None:
-                self.recovery.forget(client)
-            for callback in self.on_disconnect:
-                try:
-                    await self._call(callback, client)
-                except Exception as exc:  # one failing callback must not stop the others
-                    self.errors.append(f"disconnect callback: {exc!r}")
+                self.recovery.welcome(client)
+            else:
+                self._welcome(client)
+        except Exception as exc:
+            self.errors.append(f"welcome: {exc!r}")
+
+    def received(self, client: Client, text: str) -> asyncio.Future | None:
+        """A text frame of ``client``: dispatched inline; the Task of a handler that suspended."""
+        return self.dispatcher.dispatch(client, text)
+
+    def lost(self, client: Client) -> None:
+        """A client's socket closed (and its last handler finished): forget it everywhere."""
+        del self.clients[client.id]
+        self.rooms.leave_all(client)
+        if self.recovery is not None:
+            self.recovery.forget(client)
+        if self.on_disconnect:
+            running = start(self._farewell(client))
+            if running is not None:
+                self._keep(running)
+
+    async def _farewell(self, client: Client) -> None:
+        for callback in self.on_disconnect:
+            try:
+                await self._call(callback, client)
+            except Exception as exc:  # one failing callback must not stop the others
+                self.errors.append(f"disconnect callback: {exc!r}")
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """A callback's Task, kept until done (``aclose`` waits for them)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     async def _call(callback: Callable[..., Any], *args: Any) -> Any:
