@@ -81,6 +81,10 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+#: One decoder for every frame: ``json.loads`` with hooks builds a new one (and its scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float, parse_int=_bounded_int)
+
+
 def has_lone_surrogate(value: Any) -> bool:
     """Whether any string in ``value`` (keys included, at any depth) has a lone surrogate.
 
@@ -101,9 +105,21 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+#: One encoder for every frame: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, as it goes on the wire (non-ASCII kept: frames are UTF-8)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+class Json(str):
+    """Text that is JSON already, spliced into a frame as it is instead of encoded again: what a
+    handler returns when it has encoded its answer for a push too (the chat's stored message:
+    one encoding for the push to both sockets and for the sender's acknowledgement)."""
+
+    __slots__ = ()
 
 
 def encode_emit(event: str, data: Any = None, id: int | None = None) -> str:
@@ -114,6 +130,8 @@ def encode_emit(event: str, data: Any = None, id: int | None = None) -> str:
 
 
 def encode_ack(id: int, data: Any = None) -> str:
+    if type(data) is Json:
+        return f'{{"ack":{id},"data":{data}}}'
     return dumps({"ack": id, "data": data})
 
 
@@ -129,7 +147,7 @@ def parse_json(text: str) -> Any:
     """``json.loads`` that refuses with ``bad-json``: NaN/Infinity, numbers that overflow to
     infinity (``1e400``), integers too long to convert cheaply, and nesting too deep to parse."""
     try:
-        return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float, parse_int=_bounded_int)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise EventError("bad-json", "the frame is not valid JSON") from None
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from ... import runtime
 from ...events import Bus, Client, EventError, EventServer, require
-from ...events.frames import dumps
+from ...events.frames import Json, dumps
 from .presence import Presence
 from .store import MAX_ID, Store
 
@@ -97,9 +97,13 @@ class Mailbox:
         self._closed = True
         await runtime.cancel(self._catching)
 
-    def frame(self, message: dict[str, Any]) -> str:
-        """PROTOCOL.md's push with its two top-level additions: ``offset`` and ``epoch``."""
-        return dumps({"event": "personal-message", "data": message, "offset": str(message["id"]), "epoch": self.epoch})
+    def frame(self, message: dict[str, Any], encoded: Json | None = None) -> str:
+        """PROTOCOL.md's push with its two top-level additions: ``offset`` and ``epoch``.
+
+        ``encoded``: the message as JSON already (the handler's acknowledgement carries the
+        same text): spliced in, not encoded again."""
+        data = encoded if encoded is not None else dumps(message)
+        return f'{{"event":"personal-message","data":{data},"offset":"{message["id"]}","epoch":{dumps(self.epoch)}}}'
 
     def attached(self, client: Client) -> None:
         """A socket became a user's: it gets, live, every message above the cursor from now on."""
@@ -108,17 +112,17 @@ class Mailbox:
 
     # ----- delivering ---------------------------------------------------------------------
 
-    def stored(self, message: dict[str, Any]) -> None:
+    def stored(self, message: dict[str, Any], encoded: Json | None = None) -> None:
         """A message this node just stored (new, not a retry): ring the other nodes; push it here
-        now unless an older message is still to be read."""
+        now unless an older message is still to be read. ``encoded``: see ``frame``."""
         id = message["id"]
         self.bus.post(BELLS, {"id": id})
         if id == self.cursor + 1:
-            self.deliver(message)
+            self.deliver(message, encoded)
         else:
             self.wake()
 
-    def deliver(self, message: dict[str, Any]) -> None:
+    def deliver(self, message: dict[str, Any], encoded: Json | None = None) -> None:
         """Push ``message`` to the sender's and the recipient's sockets on this node."""
         id = message["id"]
         if id <= self.cursor:  # delivered already (a catch-up was faster)
@@ -128,7 +132,7 @@ class Mailbox:
         if targets:
             for client in targets:
                 client.session.offset = id
-            self.server.send_text(targets, "personal-message", self.frame(message))
+            self.server.send_text(targets, "personal-message", self.frame(message, encoded))
 
     def _bell(self, message: dict[str, Any]) -> None:
         last = message.get("id")

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ...events import Bus, Client, EventError, EventServer, require
+from ...events.frames import Json, dumps
 from ...events.limits import TokenBucket
 from ...measure.metrics import Trace
 from .accounts import (
@@ -322,7 +323,7 @@ def subscribe_presence(chat: ChatState, client: Client, data: Any) -> list[dict[
     return chat.presence.subscribe(client)
 
 
-async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[str, Any]:
+async def personal_message(chat: ChatState, client: Client, data: Any) -> Json:
     sender = chat.uid(client)
     data = _fields(data, "personal-message", '{"to": UID, "message": STR}')
     recipient = await chat.known(data.get("to"), "to")
@@ -332,10 +333,11 @@ async def personal_message(chat: ChatState, client: Client, data: Any) -> dict[s
     require(client_id is None or (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID), BAD_CLIENT_ID)
     # Stored (with the messages that arrived meanwhile, in one transaction) before anyone hears of it.
     message, new = await chat.store.add_message(sender, recipient, text, client_id)
+    encoded = Json(dumps(message))  # once, for the pushes and the acknowledgement
     if new:  # a retry was delivered the first time; only its acknowledgement got lost
         # Pushed to every open socket of the sender and the recipient (on every node), with its offset.
-        chat.mailbox.stored(message)
-    return message
+        chat.mailbox.stored(message, encoded)
+    return encoded
 
 
 async def typing(chat: ChatState, client: Client, data: Any) -> None:
