@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from websockets.frames import CloseCode, Frame, Opcode
@@ -85,7 +85,7 @@ class Endpoint(Protocol):
 
     def opened(self, connection: Connection) -> Client: ...
 
-    def received(self, client: Client, text: str) -> asyncio.Future | None: ...
+    def received(self, client: Client, text: str, then: Callable[[], None]) -> asyncio.Future | None: ...
 
     def lost(self, client: Client) -> None: ...
 
@@ -355,17 +355,25 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, text: str) -> None:
         if self.endpoint.closing:  # shutting down: frames not yet handled are dropped
             return
-        running = self.endpoint.received(self.client, text)  # type: ignore[arg-type]
+        running = self.endpoint.received(self.client, text, self._handled)  # type: ignore[arg-type]
         if running is not None:
             self.hold(running)
 
     def hold(self, running: asyncio.Future) -> None:
         """Something of this connection suspended: what arrives meanwhile waits for it."""
         self.busy = running
-        running.add_done_callback(self._finished)
+        running.add_done_callback(self._finished)  # if it ends without calling ``_handled``
 
-    def _finished(self, _running: asyncio.Future) -> None:
+    def _handled(self) -> None:
+        """Called by the handler's Task as its last act (its acknowledgement is written): the
+        next frame is handled now, not one loop turn later when the Task's done-callbacks run."""
+        if self.busy is not None:
+            self._finished(self.busy)
+
+    def _finished(self, running: asyncio.Future) -> None:
         """The handler that held the line has finished: handle what waited, in order."""
+        if self.busy is not running:  # released already, by ``_handled``
+            return
         self.busy = None
         inbox = self.inbox
         client = self.client

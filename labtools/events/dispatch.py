@@ -52,11 +52,12 @@ class Dispatcher:
         self.handlers[event] = handler
         self.costs[event] = cost
 
-    def dispatch(self, client: Client, text: str) -> asyncio.Task | None:
+    def dispatch(self, client: Client, text: str, then: Callable[[], None] | None = None) -> asyncio.Task | None:
         """Answer one text frame: run its handler, or tell the sender (only) what is wrong.
 
         Runs inline; returns the Task that goes on with the handler when it suspended (the
-        connection holds the client's next frames until it is done), else None.
+        connection holds the client's next frames until it is done; the Task calls ``then`` as
+        its last act), else None.
         """
         wait = client.admit(len(text))
         if wait > 0:
@@ -75,7 +76,7 @@ class Dispatcher:
             error = charge(client, self.costs[emit.event]) if known else \
                 EventError("unknown-event", f"no event called {emit.event[:64]!r}")
             if error is None:
-                return self.run(client, emit)
+                return self.run(client, emit, then)
         self.refuse(client, emit.id if emit is not None else None, error)
         return None
 
@@ -88,7 +89,7 @@ class Dispatcher:
         if emit.id is not None:
             self.send([client], "ack", encode_ack(emit.id, result))
 
-    def run(self, client: Client, emit: Emit) -> asyncio.Task | None:
+    def run(self, client: Client, emit: Emit, then: Callable[[], None] | None = None) -> asyncio.Task | None:
         """Run the handler and send its acknowledgement, both inside the error handling: a
         result that cannot be sent answers ``internal`` and the connection carries on.
 
@@ -102,7 +103,7 @@ class Dispatcher:
             if coroutine is not None:
                 done, result = step(coroutine)
                 if not done:
-                    task = asyncio.get_running_loop().create_task(self._finish(client, emit, coroutine, result))
+                    task = asyncio.get_running_loop().create_task(self._finish(client, emit, coroutine, result, then))
                     self.running.add(task)
                     task.add_done_callback(self.running.discard)
                     return task
@@ -113,7 +114,8 @@ class Dispatcher:
             self.failed(client, emit, exc)
         return None
 
-    async def _finish(self, client: Client, emit: Emit, coroutine: Coroutine, awaited: Any) -> None:
+    async def _finish(self, client: Client, emit: Emit, coroutine: Coroutine, awaited: Any,
+                      then: Callable[[], None] | None) -> None:
         """The rest of a handler that suspended, then its acknowledgement: the last step's
         pushes to the sender and the acknowledgement leave in one write."""
         try:
@@ -127,6 +129,8 @@ class Dispatcher:
             self.failed(client, emit, exc)
         finally:
             client.flush()
+            if then is not None:
+                then()
 
     def failed(self, client: Client, emit: Emit, exc: Exception) -> None:
         self.errors.append(f"{emit.event}: {exc!r}")

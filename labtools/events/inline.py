@@ -8,8 +8,10 @@ does it for the event layer: ``step`` runs the coroutine in the caller's callbac
 on in a Task, with ``finish``.
 
 What that changes for code that runs inline: until its first suspension it runs inside the
-caller's callback, so ``asyncio.current_task()`` is None there and ``asyncio.timeout()`` refuses
-to start (``asyncio.wait_for`` works). After its first suspension it is in a Task like any other.
+caller (a protocol callback, or the Task of the same socket's previous handler), so
+``asyncio.current_task()`` is not its own there: use ``asyncio.wait_for`` rather than
+``asyncio.timeout()`` before the first ``await``. After its first suspension it is in a Task of
+its own like any other coroutine.
 """
 
 from __future__ import annotations

@@ -550,9 +550,10 @@ class EventServer(Generic[S]):
         except Exception as exc:
             self.errors.append(f"welcome: {exc!r}")
 
-    def received(self, client: Client, text: str) -> asyncio.Future | None:
-        """A text frame of ``client``: dispatched inline; the Task of a handler that suspended."""
-        return self.dispatcher.dispatch(client, text)
+    def received(self, client: Client, text: str, then: Callable[[], None]) -> asyncio.Future | None:
+        """A text frame of ``client``: dispatched inline; the Task of a handler that suspended
+        (which calls ``then`` once its acknowledgement is written)."""
+        return self.dispatcher.dispatch(client, text, then)
 
     def lost(self, client: Client) -> None:
         """A client's socket closed (and its last handler finished): forget it everywhere."""
