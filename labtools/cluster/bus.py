@@ -19,7 +19,10 @@ is a local table, and a reconnection restores everything with one command. Every
 every message of its app and drops what it has no callback for.
 
 Wire form: channel ``labtools:{app}:{channel}``, payload one JSON object, the publishing node's
-id in ``"node"`` (so a node skips its own messages).
+id in ``"node"`` (so a node skips its own messages). Pub/sub channels belong to the whole Redis
+server, not to one of its numbered databases, so a broker URL with a database other than 0 puts
+its number in the name (``labtools:db{N}:{app}:{channel}``): two apps on ``/0`` and ``/1`` of one
+Redis then hear nothing of each other, as their keys are apart too.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ QUEUE_LIMIT = 10_000
 #: Errors kept for a look from a cell (the last ones).
 ERRORS_KEPT = 50
 
+
+def channel_prefix(app: str, db: int) -> str:
+    """The channels' prefix: database 0 keeps the names it always had; any other says its number."""
+    return f"labtools:{app}:" if not db else f"labtools:db{db}:{app}:"
+
 class RedisBus:
     """The bus on Redis PUBLISH / PSUBSCRIBE: one listener task, one publisher task
     (``labtools.events.adapter.Bus``, reaching the other nodes).
@@ -67,7 +75,8 @@ class RedisBus:
         self.url = url
         self.app = app
         self.node = node or default_node()
-        self.prefix = f"labtools:{app}:"
+        self._redis = Redis.from_url(url, socket_timeout=5.0, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0)
+        self.prefix = channel_prefix(app, self._redis.connection_pool.connection_kwargs.get("db", 0))
         self.callbacks: dict[str, list[BusCallback]] = {}
         self.reconnect_callbacks: list[Callable[[], Any]] = []
         self.published = 0
@@ -79,7 +88,6 @@ class RedisBus:
         # Our loop does the backing off and the re-subscribing; redis-py's own retries would hide
         # a reconnection from us (and wait up to seconds inside a publish).
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0}
-        self._redis = Redis.from_url(url, socket_timeout=5.0, **options)
         self._listening = Redis.from_url(url, **options)  # blocking reads: no socket timeout
         self._pubsub: PubSub | None = None
         self._queue: list[tuple[str, bytes, asyncio.Future[None] | None]] = []

@@ -12,8 +12,17 @@ Redis keys (``labtools:APP:...``): ``log`` the stream, ``count`` the number of e
 added (each entry carries its number ``n``, so a node sees when entries it never read were
 trimmed: it fell more than ``keep`` entries behind), ``epoch`` one life of the stream (a Redis
 that lost its data gets a new one, and clients that resume learn their gap cannot be filled),
-``snapshot`` a hash with the state as of an offset, so that a node starting later (or again,
-after kill -9, or after falling behind) restores it and replays only what followed.
+``snapshot`` a hash with the state as of an offset (and that entry's number), so that a node
+starting later (or again, after kill -9, or after falling behind) restores it and replays only
+what followed.
+
+The numbering is checked from the first entry a node reads: where it starts (the snapshot's
+entry, the newest entry, or the count when the stream is empty) has a number too, so a node
+that falls behind before it has read anything still sees its gap.
+
+An entry is data from the network like any frame: one that does not decode (broken JSON, not
+an object, no number; written by anything but this code) is skipped, counted in ``malformed``
+and reported, never fatal; it takes no number, so the numbering of the others stays whole.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import contextlib
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -52,11 +61,21 @@ local ms = tonumber(redis.call('HGET', KEYS[1], 'ms') or '-2')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local nms, nseq = tonumber(ARGV[1]), tonumber(ARGV[2])
 if nms > ms or (nms == ms and nseq > seq) then
-  redis.call('HSET', KEYS[1], 'ms', ARGV[1], 'seq', ARGV[2], 'state', ARGV[3])
+  redis.call('HSET', KEYS[1], 'ms', ARGV[1], 'seq', ARGV[2], 'state', ARGV[3], 'n', ARGV[4])
   return 1
 end
 return 0
 """
+
+
+def decode_entry(fields: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    """An entry's number and its JSON object, or None when it does not decode (skipped)."""
+    try:
+        number = int(fields["n"])
+        entry = json.loads(fields["e"])
+    except (KeyError, ValueError, TypeError, RecursionError):
+        return None
+    return (number, entry) if isinstance(entry, dict) and number > 0 else None
 
 
 def check_broker_url(url: str) -> str:
@@ -92,12 +111,14 @@ class RedisLog:
         self._append = self.redis.register_script(APPEND)
         self.reconnects = 0
         self.gaps = 0  # times this node found entries trimmed before it read them
+        self.malformed = 0  # entries skipped because they did not decode
+        self._report: Callable[[str], None] | None = None
 
     # ----- starting -----------------------------------------------------------------------
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0,
                    state_now: Callable[[], Any] | None = None, reset: Callable[[Any], None] | None = None,
-                   gap: Callable[[Offset], None] | None = None) -> Opened:
+                   gap: Callable[[Offset], None] | None = None, report: Callable[[str], None] | None = None) -> Opened:
         """Join the log: the snapshot (seeded with ``initial`` by the first node) and the recent
         tail; ``follow`` then applies what came after.
 
@@ -111,6 +132,7 @@ class RedisLog:
         self._state_now = state_now
         self._reset = reset
         self._gap = gap
+        self._report = report
         await self._seed(initial)
         opened = await self._restore(initial is None, tail)
         self._offset = opened.offset
@@ -128,26 +150,45 @@ class RedisLog:
         await self.redis.set(self.epoch_key, secrets.token_hex(6), nx=True)
         self.epoch = await self.redis.get(self.epoch_key) or ""
         if initial is not None:
-            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial))
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, -1, 0, json.dumps(initial), 0)
 
     async def _restore(self, stateless: bool, tail: int) -> Opened:
         trimmed = await self._max_deleted()
         if stateless:
-            newest = await self.redis.xrevrange(self.stream, "+", "-", count=tail) if tail else []
-            entries = [(parse_offset(i) or START, json.loads(f["e"])) for i, f in reversed(newest)]
-            if not entries:
-                last = await self.redis.xrevrange(self.stream, "+", "-", count=1)
-                offset = parse_offset(last[0][0]) if last else None
-            else:
-                offset = entries[-1][0]
-            complete = trimmed == START and len(entries) < tail
-            return Opened(None, offset or START, entries, complete)
+            newest = await self.redis.xrevrange(self.stream, "+", "-", count=max(tail, 1))
+            entries = []
+            for entry_id, fields in reversed(newest):
+                decoded = self._decoded(entry_id, fields)
+                if decoded is not None:
+                    entries.append((parse_offset(entry_id) or START, decoded[1]))
+            offset = (parse_offset(newest[0][0]) or START) if newest else START
+            self._number = await self._number_at(newest[0][1] if newest else None)
+            complete = trimmed == START and len(newest) < tail
+            return Opened(None, offset, entries if tail else [], complete)
         snapshot = await self.redis.hgetall(self.snapshot_key)
         offset = (max(0, int(snapshot["ms"])), int(snapshot["seq"]))
+        self._number = int(snapshot["n"]) if snapshot.get("n", "").isdigit() else None
         if offset < trimmed:
             raise RuntimeError(f"{self.stream}: the snapshot ({format_offset(offset)}) is older than what "
                                f"the stream keeps ({format_offset(trimmed)} was trimmed): the state cannot be rebuilt")
         return Opened(json.loads(snapshot["state"]), offset, [], trimmed == START)
+
+    async def _number_at(self, fields: dict[str, str] | None) -> int:
+        """The number of the entry a stateless node starts at (the newest), or, with no entry to
+        read it from, the count of entries ever added: the next entry must be the one after it."""
+        if fields is not None and fields.get("n", "").isdigit():
+            return int(fields["n"])
+        return int(await self.redis.get(self.count_key) or 0)
+
+    def _decoded(self, entry_id: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        decoded = decode_entry(fields)
+        if decoded is None:
+            self.malformed += 1
+            # Reported, but a flood of them must not grow the server: the first ten, then every thousandth.
+            if self._report is not None and (self.malformed <= 10 or self.malformed % 1000 == 0):
+                self._report(f"{self.stream}: entry {entry_id} does not decode: skipped "
+                             f"({self.malformed} so far)")
+        return decoded
 
     async def _max_deleted(self) -> Offset:
         """The newest id ever trimmed from the stream (``0-0``: none, or no stream yet)."""
@@ -172,12 +213,16 @@ class RedisLog:
         for _stream, entries in response:
             for entry_id, fields in entries:
                 offset = parse_offset(entry_id) or START
-                number = int(fields.get("n", 0))
+                decoded = self._decoded(entry_id, fields)
+                if decoded is None:
+                    self._offset = offset  # read past it; it takes no number
+                    continue
+                number, entry = decoded
                 if self._number is not None and number != self._number + 1 and await self._fell_behind(offset):
                     return  # reading again from the snapshot restored
                 self._number = number
                 self._offset = offset
-                self._apply(offset, json.loads(fields["e"]))
+                self._apply(offset, entry)
 
     async def _fell_behind(self, offset: Offset) -> bool:
         """Entries before ``offset`` were trimmed before this node read them (it fell more than
@@ -198,7 +243,8 @@ class RedisLog:
             raise RuntimeError(f"{self.stream}: this node fell behind what the stream and its snapshot keep")
         if self._reset is not None:
             self._reset(json.loads(snapshot["state"]))
-        self._offset, self._number = restart, None
+        self._offset = restart
+        self._number = int(snapshot["n"]) if snapshot.get("n", "").isdigit() else None
         return True
 
     async def read_forever(self) -> None:
@@ -230,7 +276,7 @@ class RedisLog:
             return
         state = self._state_now() if self._state_now is not None else None
         await self._seed(state)
-        self._offset, self._number = START, None
+        self._offset, self._number = START, 0  # a new life: its first entry is number 1
         snapshot = await self.redis.hgetall(self.snapshot_key)
         if self._reset is not None:
             self._reset(json.loads(snapshot["state"]) if snapshot else None)
@@ -244,9 +290,14 @@ class RedisLog:
         except DOWN as error:
             raise Unavailable(f"the broker ({self.url}) is unreachable: {error}") from None
 
-    async def save_snapshot(self, state: Any, offset: Offset) -> None:
+    def save_snapshot(self, state: Any, offset: Offset) -> Awaitable[None]:
+        """Save ``state`` as of ``offset`` (the entry just applied), with that entry's number,
+        taken now: the save itself runs later, when more entries may have been applied."""
+        return self._save(state, offset, self._number or 0)
+
+    async def _save(self, state: Any, offset: Offset, number: int) -> None:
         with contextlib.suppress(*DOWN):  # a missed snapshot only means a longer replay later
-            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, offset[0], offset[1], json.dumps(state))
+            await self.redis.eval(SAVE_IF_NEWER, 1, self.snapshot_key, offset[0], offset[1], json.dumps(state), number)
 
     async def aclose(self) -> None:
         await runtime.cancel(self._follower)

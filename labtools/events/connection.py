@@ -103,7 +103,7 @@ class Client:
     """
 
     __slots__ = ("id", "host", "connection", "protocol", "transport", "session", "frames", "bytes", "name",
-                 "out", "pending")
+                 "out", "pending", "since")
 
     def __init__(self, id: int, host: Host, connection: Connection, session: Any = None) -> None:
         self.id = id
@@ -119,6 +119,9 @@ class Client:
         self.name = f"client-{id}"
         self.out: list[bytes] | None = None
         self.pending = 0  # bytes in ``out``: they count against the client's buffer bound
+        #: The offset after which this connection was sent every recoverable push (``Recovery``):
+        #: a ``resume`` never replays those again. A reference to a shared tuple: 8 bytes.
+        self.since: tuple[int, int] | None = None
 
     def admit(self, size: int) -> float:
         """Take one frame and ``size`` bytes before parsing; else the seconds to wait (nothing taken)."""

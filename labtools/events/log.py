@@ -14,7 +14,7 @@ and ``RedisLog`` (``labtools.cluster.redis_log``), a Redis Stream shared by ever
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,10 +66,12 @@ class Log(Protocol):
     immediate: bool
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0, state_now: Callable[[], Any] | None = None,
-                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None) -> Opened:
+                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None,
+                   report: Callable[[str], None] | None = None) -> Opened:
         """Connect and say where to start (``initial`` when the log has no state yet), with up
         to ``tail`` recent entries. ``state_now`` and ``reset`` (a stateful app) or ``gap`` (a
-        stateless one) are called when the history under a node is lost or it fell behind."""
+        stateless one) are called when the history under a node is lost or it fell behind;
+        ``report`` is told of entries skipped because they do not decode."""
         ...
 
     async def follow(self) -> Offset:
@@ -85,8 +87,9 @@ class Log(Protocol):
         """``append`` for an ``immediate`` log: applied before it returns (others: never called)."""
         ...
 
-    async def save_snapshot(self, state: Any, offset: Offset) -> None:
-        """Keep ``state`` as of ``offset`` so that a node starting later need not replay it all."""
+    def save_snapshot(self, state: Any, offset: Offset) -> Awaitable[None]:
+        """Keep ``state`` as of ``offset`` (the entry just applied) so that a node starting later
+        need not replay it all."""
         ...
 
     async def aclose(self) -> None: ...
@@ -107,9 +110,11 @@ class MemoryLog:
         self._count = 0
 
     async def open(self, initial: Any, apply: Apply, *, tail: int = 0, state_now: Callable[[], Any] | None = None,
-                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None) -> Opened:
-        """Start empty. ``state_now``, ``reset`` and ``gap`` are never called: one process holds
-        the only copy, applied as it is appended, so it never loses or falls behind its history."""
+                   reset: Callable[[Any], None] | None = None, gap: Callable[[Offset], None] | None = None,
+                   report: Callable[[str], None] | None = None) -> Opened:
+        """Start empty. ``state_now``, ``reset``, ``gap`` and ``report`` are never called: one
+        process holds the only copy, applied as it is appended (no decoding), so it never loses
+        or falls behind its history."""
         self._apply = apply
         return Opened(initial, START)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,6 +35,9 @@ from .replicated import Applied, Push, Replicated
 from .rooms import Rooms
 
 MAX_EPOCH = 64
+#: An offset's first part is a time in ms (Redis Stream ids): one more than a minute ahead of
+#: this clock was sent by no server, and would make the socket skip every push until then.
+FUTURE_MS = 60_000
 CLOSE_FELL_BEHIND = 1013  # "try again later": the node missed entries its clients must get elsewhere
 #: Pushes a stateless app keeps for clients that resume; one that missed more is told ``too-old``.
 REPLAY = 1000
@@ -143,6 +147,7 @@ class Recovery(Replicated):
         returns how many frames that was."""
         sent = 0
         if self.stateless:
+            client.since = self.offset  # every push after this one reaches it live
             position = {"offset": format_offset(self.offset), "epoch": self.log.epoch}
             sent = self.send([client], "position", dumps({"event": "position", "data": position, **position}))
         return sent + self.app_welcome(client)
@@ -154,6 +159,7 @@ class Recovery(Replicated):
         require(offset is not None, "'offset' must be an offset this server sent (\"MS-SEQ\")")
         require(isinstance(epoch, str) and 0 < len(epoch) <= MAX_EPOCH, "'epoch' must be the epoch this server sent")
         assert offset is not None
+        require(offset[0] <= time.time() * 1000 + FUTURE_MS, "'offset' is from the future: no server sent it")
         if epoch != self.log.epoch:
             raise EventError("too-old", "the server's history restarted since (another epoch): "
                              "what you missed cannot be filled; start from the current state")
@@ -167,16 +173,27 @@ class Recovery(Replicated):
         return {"missed": missed, "offset": format_offset(position), "epoch": self.log.epoch}
 
     def _replay(self, client: Client, offset: Offset) -> int:
-        """Send ``client`` the kept pushes after ``offset``, in order; ``too-old`` if some are gone."""
+        """Send ``client`` the kept pushes after ``offset`` that this connection was not sent
+        already, in order; ``too-old`` if some are gone.
+
+        What this connection got live (after ``client.since``) or by an earlier ``resume`` is
+        never sent again: resuming the same socket over and over replays nothing twice, so
+        the replays one connection can cause are bounded by what the server keeps.
+        """
         if offset > self.offset:  # another node is ahead of this one: skip what it already got
             self.ahead[client] = offset
             return 0
         if offset < self.floor:
             raise EventError("too-old", "the messages after that offset are no longer kept (the server keeps the "
                              f"last {self.replay}): some are missing; start from the current state")
-        start = bisect.bisect_right([kept[0] for kept in self.tail], offset)
-        missed = list(itertools.islice(self.tail, start, None))
+        until = self.offset if client.since is None else client.since
+        if offset >= until:
+            return 0
+        offsets = [kept[0] for kept in self.tail]
+        start, stop = bisect.bisect_right(offsets, offset), bisect.bisect_right(offsets, until)
+        missed = list(itertools.islice(self.tail, start, stop))
         for _offset, event, text in missed:
             self.send([client], event, text)
+        client.since = offset
         return len(missed)
 

@@ -88,10 +88,10 @@ class Replicated:
         """Open the log and restore the state it holds (a node that starts later catches up)."""
         initial = None if self.stateless else self.machine.snapshot()
         if self.stateless:
-            opened = await self.log.open(initial, self._apply, tail=tail, gap=self.gap)
+            opened = await self.log.open(initial, self._apply, tail=tail, gap=self.gap, report=self.errors.append)
         else:
             opened = await self.log.open(initial, self._apply, tail=tail, state_now=self.machine.snapshot,
-                                         reset=self.reset)
+                                         reset=self.reset, report=self.errors.append)
         if opened.state is not None:
             self.machine.restore(opened.state)
         self.offset = opened.offset
