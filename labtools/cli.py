@@ -1,10 +1,10 @@
 """The command line: run one server outside the notebook until Ctrl-C or SIGTERM.
 
 ``APP`` is a lesson app's name or the learner's own build function, ``PATH.py:build`` or
-``module:function``, served exactly as a lesson app is. ``--broker redis://HOST:PORT[/DB]``
-makes the server one node of several sharing through that Redis (its adapter, attached after
-the build: the app's code is the same), ``--node NAME`` names it (lesson 11; ``labtools.deploy``
-starts such nodes).
+``module:function``, served exactly as a lesson app is. ``--broker redis://HOST:PORT[/DB]`` (or
+another form of ``cluster.broker``) makes the server one node of several sharing through that
+Redis (its adapter, attached after the build: the app's code is the same), ``--node NAME``
+names it (lesson 11; ``labtools.deploy`` starts such nodes).
 
 The server runs on uvloop's event loop when uvloop is installed, else on asyncio's own;
 ``LABTOOLS_LOOP=asyncio`` or ``LABTOOLS_LOOP=uvloop`` chooses (``loop_factory``). Only these
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import serving
-from .cluster.redis_log import check_broker_url
+from .cluster.broker import check_broker_url
 
 #: The environment variable that chooses a server process's event loop (``loop_factory``).
 LOOP_ENV = "LABTOOLS_LOOP"
@@ -39,7 +39,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (the default)")
     serve.add_argument("--db", default=None, help="SQLite file for the chat (default: temporary)")
     serve.add_argument("--broker", default=None, type=broker_url, metavar="URL",
-                       help="share through this Redis, redis://HOST:PORT[/DB] (default: one process, nothing else)")
+                       help="share through this Redis: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss://... or "
+                            "unix:///PATH[?db=N]; a password also from $LABTOOLS_BROKER_PASSWORD "
+                            "(default: one process, nothing else)")
     serve.add_argument("--node", default=None, metavar="NAME",
                        help="this node's name (default: host, pid and a random suffix)")
     # labtools.processes: stop when stdin reaches end of file (the parent that holds its pipe died).

@@ -162,26 +162,30 @@ async def start_child(
     port: int = 0,
     timeout: float = 20,
     extra: Sequence[str] = (),
+    environment: dict[str, str] | None = None,
 ) -> ChildServer:
     """Start ``python -m labtools serve APP`` and wait for its URL line (not registered).
 
     ``extra`` arguments go to ``serve`` as they are (``["--broker", URL, "--node", "node1"]``
-    for one node of a ``labtools.deploy.Deployment``). Call it on the labtools loop: the child's
-    death signal follows the *thread* that forked it, and the loop's thread lives as long as the
-    runtime.
+    for one node of a ``labtools.deploy.Deployment``); ``environment``: variables added to the
+    child's (a secret such as the broker's password goes there, never on its command line).
+    Call it on the labtools loop: the child's death signal follows the *thread* that forked it,
+    and the loop's thread lives as long as the runtime.
     """
     arguments = ["serve", app, "--host", host, "--port", str(port), "--exit-with-stdin", *extra]
-    return await start_module("labtools", arguments, app=app, name=name or f"process:{app}", timeout=timeout)
+    return await start_module("labtools", arguments, app=app, name=name or f"process:{app}", timeout=timeout,
+                              environment=environment)
 
 
-async def start_module(module: str, arguments: list[str], *, app: str, name: str, timeout: float = 20) -> ChildServer:
+async def start_module(module: str, arguments: list[str], *, app: str, name: str, timeout: float = 20,
+                       environment: dict[str, str] | None = None) -> ChildServer:
     """Start ``python -m MODULE ARGUMENTS`` (a server that prints its URL, then serves until its
     stdin closes) and wait for the URL line; a child that prints none is killed, and its stderr
     says why. Not registered: ``spawn`` registers."""
     # The child runs the same labtools as this process, wherever that was imported from.
     here = str(Path(__file__).resolve().parents[1])
     paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, **(environment or {}), "PYTHONPATH": os.pathsep.join(paths)}
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
     process = subprocess.Popen(
         [sys.executable, "-m", module, *arguments],

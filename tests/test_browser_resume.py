@@ -7,7 +7,10 @@ server itself restarts on the same port, and its history with it.
 
 from __future__ import annotations
 
+from waiting import wait_until
+
 import labtools as lt
+from labtools import runtime
 from labtools.events import EventClient
 from labtools.sim.faults import serve_proxy
 
@@ -49,9 +52,9 @@ def test_the_page_recovers_missed_messages_and_says_when_it_cannot(browser) -> N
                                timeout=5_000)
         assert page.text_content("#notice") == "reconnected: 3 missed messages recovered"
         assert shown(page) == ["before", "one", "two", "three"]  # each once, in order
-        # Asked again from before the cut, the server replays the three: the page has them already.
+        # Asked again from before the cut, the server replays nothing: this socket has them already.
         answer = page.evaluate("(where) => minichat.socket.resume(where)", where)
-        assert answer["missed"] == 3 and shown(page) == ["before", "one", "two", "three"]
+        assert answer["missed"] == 0 and shown(page) == ["before", "one", "two", "three"]
         lt.run(send(server.url, ["live"]))
         page.locator(MESSAGES, has_text="live").wait_for(timeout=5_000)
 
@@ -107,4 +110,43 @@ def test_the_stateful_pages_still_work_after_a_reconnection(browser) -> None:
     finally:
         context.close()
         lt.run(proxy.aclose())
+        server.stop()
+
+
+def test_the_page_retries_after_the_codes_lesson_10_retries_and_not_after_a_meant_close(browser) -> None:
+    """1013 (a node that fell behind) and 1012 bring the page back; a 1000 from the server is
+    meant and the page stays closed; the page's own ``reconnect()`` (which closes with 1000 too)
+    still reconnects."""
+    server = lt.serve("minichat", name="browser-close-codes")
+
+    async def close_all(code: int) -> None:
+        for client in list(server.server.clients.values()):
+            client.close(code, "test")
+
+    def connections() -> set[int]:
+        return runtime.call(lambda: set(server.server.clients))  # read on the loop that changes it
+
+    def comes_back(before: set[int]) -> None:
+        wait_until(lambda: connections() and connections() != before, within=10, what="a new connection")
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}?name=Pedro")
+        page.wait_for_selector('#status[data-status="online"]', timeout=10_000)
+        for code in (1013, 1012):
+            before = connections()
+            lt.run(close_all(code))
+            comes_back(before)
+        lt.run(close_all(1000))
+        page.wait_for_selector('#status:not([data-status="online"])', timeout=5_000)
+        page.wait_for_timeout(2_000)  # longer than the first backoffs: it would be back by now
+        assert page.get_attribute("#status", "data-status") != "online" and not connections()
+        page.evaluate("minichat.socket.connect()")  # the page opens a new one when it chooses to
+        page.wait_for_selector('#status[data-status="online"]', timeout=10_000)
+        before = connections()
+        page.evaluate("minichat.socket.reconnect()")  # a close of its own, with 1000 too: on it goes
+        comes_back(before)
+    finally:
+        context.close()
         server.stop()

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import labtools
-from labtools.events import EventClient
+from labtools.events import AckError, EventClient
 from labtools.sim.chat_users import ChatUser, run_pairs
 
 run = labtools.run
@@ -139,3 +141,34 @@ def test_cli_serves_the_chat_on_a_db(tmp_path) -> None:
         process.terminate()
         assert process.wait(10) == 0
     assert db.exists() and Path(str(db) + ".secret").exists()
+
+
+def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path) -> None:
+    """SQLite's ``SQLITE_FULL`` (a full disk; here a database capped at its current size with
+    ``max_page_count``) is PROTOCOL's ``storage-full``, not ``internal``: nothing was stored."""
+    chat = labtools.serve("chat", name="full-disk", db=str(tmp_path / "chat.db"), fast_hashing=True)
+    store = chat.server.state.store
+
+    async def main() -> tuple[str, int]:
+        pedro = await ChatUser("Pedro").sign_up(chat.url)
+        ana = await ChatUser("Ana").sign_up(chat.url)
+        await pedro.send(ana, "fits")
+
+        def cap() -> int:
+            (pages,) = store.db.execute("PRAGMA page_count").fetchone()
+            store.db.execute(f"PRAGMA max_page_count = {pages}")
+            return store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+        before = await store._run(cap)
+        with pytest.raises(AckError) as refused:
+            for number in range(2000):  # a page or two of room may be left: fill it
+                await pedro.socket.request("personal-message", {"to": ana.uid, "message": "x" * 500 + str(number)}, 5,
+                                            retries=3)
+        stored = await store._run(lambda: store.db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        assert stored >= before
+        return refused.value.code, stored
+
+    code, _stored = run(main())
+    assert code == "storage-full"
+    assert not [e for e in chat.server.errors if "storage" in e or "full" in e]  # a refusal, not a bug
+    chat.stop()

@@ -78,7 +78,7 @@ def test_a_broker_that_is_not_a_redis_url_is_refused_clearly(url: str) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=15,
     )
     assert result.returncode == 2
-    assert "redis://HOST:PORT[/DB]" in result.stderr and "Traceback" not in result.stderr
+    assert "redis://[[USER]:PASSWORD@]HOST:PORT[/DB]" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_chat_node_without_its_shared_file_is_refused_in_one_line(redis_server) -> None:

@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 
 import labtools as lt
 from labtools import runtime
+from labtools.cluster import broker
 from labtools.deploy import Deployment, FrontDoor, RedisServer, check_broker_url, missing_message
 from labtools.serving import DeploymentHandle
 
@@ -63,8 +64,8 @@ def socket_node(ws_url: str, origin: str | None = None) -> str:
 
 
 def test_redis_starts_on_a_free_port_and_answers(redis_server: RedisServer) -> None:
-    assert redis_server.alive and redis_server.url == f"redis://127.0.0.1:{redis_server.port}"
-    assert redis.Redis(port=redis_server.port).ping()
+    assert redis_server.alive and redis_server.address == f"redis://127.0.0.1:{redis_server.port}"
+    assert redis_server.client().ping()
     info = redis_server.info()
     assert info["tcp_port"] == redis_server.port and info["aof_enabled"] == 1
 
@@ -95,18 +96,70 @@ def test_a_killed_redis_is_gone_and_two_run_side_by_side() -> None:
         assert not first.alive and gone(first.pid, within=1)
         with pytest.raises(redis.ConnectionError):
             redis.Redis(port=first.port, socket_connect_timeout=1).ping()
-        assert redis.Redis(port=second.port).ping()
+        assert second.client().ping()
     finally:
         lt.run(first.aclose())
         lt.run(second.aclose())
 
 
 def test_broker_urls_are_checked() -> None:
-    for good in ("redis://127.0.0.1:6379", "redis://localhost:6380/2", "redis://[::1]:6379/0"):
+    for good in ("redis://127.0.0.1:6379", "redis://localhost:6380/2", "redis://[::1]:6379/0",
+                 "redis://:s3cret@127.0.0.1:6379/1", "rediss://ana:pw@broker.example:6380", "unix:///run/r/redis.sock",
+                 "unix://:pw@/run/r/redis.sock?db=3"):
         assert check_broker_url(good) == good
-    for bad in ("http://127.0.0.1:6379", "redis://127.0.0.1", "redis://h:99999", "127.0.0.1:6379", "redis://h:1/x"):
-        with pytest.raises(ValueError, match=r"redis://HOST:PORT\[/DB\]"):
+    for bad in ("http://127.0.0.1:6379", "redis://127.0.0.1", "redis://h:99999", "127.0.0.1:6379", "redis://h:1/x",
+                "unix://relative.sock", "redis://:pw@h"):
+        with pytest.raises(ValueError, match=r"redis://\[\[USER\]:PASSWORD@\]HOST:PORT\[/DB\]") as refused:
             check_broker_url(bad)
+        assert "pw" not in str(refused.value)  # a password is never printed back
+
+
+def test_a_broker_password_travels_apart_from_the_url() -> None:
+    url = "redis://:s3cr%40t@127.0.0.1:6379/2"
+    assert broker.password_of(url) == "s3cr@t" and broker.database(url) == 2
+    assert broker.without_password(url) == "redis://127.0.0.1:6379/2"
+    assert broker.redacted(url) == "redis://:***@127.0.0.1:6379/2"
+    assert broker.with_password("redis://127.0.0.1:6379", "a/b") == "redis://:a%2Fb@127.0.0.1:6379"
+    assert broker.database("unix:///run/r.sock?db=4") == 4 and broker.database("redis://h:1") == 0
+
+
+def test_the_deployments_redis_refuses_strangers_and_no_command_line_shows_its_password() -> None:
+    """Any local user could otherwise forge messages on the bus or SHUTDOWN the broker; and
+    every local user can read every process's command line."""
+    require_redis()
+    require_haproxy()
+    deployment = lt.run(Deployment.start("minichat", nodes=2, name="deploy-test-protected"))
+    try:
+        assert deployment.redis is not None
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=deployment.redis.port, socket_timeout=2).ping()
+        secret = deployment.redis.password.encode()
+        for pid in (deployment.redis.pid, *(node.pid for node in deployment.nodes)):
+            assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert oct(Path(deployment.redis.dir, "redis.conf").stat().st_mode & 0o777) == "0o600"
+        assert secret.decode() not in repr(deployment)
+        assert socket_node(deployment.ws_url)  # the nodes reach it: the password came in their environment
+    finally:
+        deployment.stop()
+
+
+def test_a_node_without_the_broker_password_refuses_to_start_in_one_line(redis_server: RedisServer) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != broker.PASSWORD_ENV}
+    command = [sys.executable, "-m", "labtools", "serve", "minichat", "--port", "0", "--broker"]
+    refused = subprocess.run([*command, redis_server.address], capture_output=True, text=True, timeout=60,
+                             env=environment, cwd=ROOT)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1 and "broker" in refused.stderr
+    assert redis_server.password not in refused.stderr
+    with_env = subprocess.Popen([*command, redis_server.address, "--exit-with-stdin"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env={**environment,
+                                                                        broker.PASSWORD_ENV: redis_server.password},
+                                cwd=ROOT)
+    try:
+        assert with_env.stdout is not None and with_env.stdout.readline().startswith("http://")
+    finally:
+        with_env.kill()
+        with_env.wait()
 
 
 # --- HAProxy before two in-kernel minichat servers (no broker) -------------------------------------
@@ -211,7 +264,7 @@ def test_a_deployment_runs_nodes_behind_the_front_door_and_survives_a_killed_nod
     try:
         assert runtime.services()["deploy-test"] is deployment
         assert len(deployment.node_urls) == 2 and deployment.url not in deployment.node_urls
-        assert deployment.redis is not None and deployment.broker == deployment.redis.url
+        assert deployment.redis is not None and deployment.broker == deployment.redis.address
         assert {socket_node(deployment.ws_url) for _ in range(4)} == {"node1", "node2"}
         assert all(seconds > 0 for seconds in deployment.cpu_seconds())
         port, pid = deployment.nodes[1].port, deployment.nodes[1].pid

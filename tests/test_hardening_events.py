@@ -581,3 +581,27 @@ def test_an_open_connection_keeps_its_path_but_not_its_handshake_and_still_reass
             await server.aclose()
 
     run(scenario())
+
+
+def test_the_total_buffer_cap_holds_when_many_clients_are_each_a_little_behind() -> None:
+    """Six clients that stopped reading, each kept under its own read-pause mark and its own
+    cap, together past the server-wide cap: checked from the backlogs a broadcast meets."""
+    limits = Limits(read_pause=900 * 1024, client_buffer=MIB, total_buffer=2 * MIB)
+
+    async def scenario() -> None:
+        server = await started(echo_server(limits=limits, keepalive=None))
+        slow = [await deaf(server) for _ in range(6)]
+        try:
+            blob = "x" * 20_000
+            for n in range(600):
+                server.broadcast("blob", {"n": n, "blob": blob})
+                assert server.buffered() <= limits.total_buffer + 6 * 21_000
+                await asyncio.sleep(0)
+            assert server.slow_clients_dropped >= 3
+        finally:
+            for peer in slow:
+                if peer.transport is not None:
+                    peer.transport.abort()
+            await server.aclose()
+
+    run(scenario())

@@ -16,15 +16,16 @@ nodes of one app want, and what two different apps must avoid by naming themselv
 from __future__ import annotations
 
 from ..events.adapter import default_node
+from .broker import check_broker_url, redacted
 from .bus import RedisBus
-from .redis_log import RedisLog, check_broker_url
+from .redis_log import RedisLog
 
 
 class RedisAdapter:
     """The adapter of a node of an app whose nodes meet at the Redis at ``url``."""
 
     def __init__(self, url: str, node: str | None = None) -> None:
-        """``url``: ``redis://HOST:PORT[/DB]``; ``node``: this node's name (default: host, process, random)."""
+        """``url``: the broker (``broker.FORMS``); ``node``: this node's name (default: host, process, random)."""
         self.url = check_broker_url(url)
         self.node = node or default_node()
 
@@ -35,4 +36,4 @@ class RedisAdapter:
         return RedisLog(self.url, app, keep=keep)
 
     def __repr__(self) -> str:
-        return f"<RedisAdapter {self.url} node={self.node}>"
+        return f"<RedisAdapter {redacted(self.url)} node={self.node}>"

@@ -42,6 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..events.adapter import BusCallback, default_node
+from .broker import connection_options, database, redacted
 
 #: Seconds between two attempts to subscribe again, doubling up to ``BACKOFF_LONGEST``.
 BACKOFF_FIRST = 0.1
@@ -54,6 +55,8 @@ QUEUE_LIMIT = 10_000
 #: Errors kept for a look from a cell (the last ones).
 ERRORS_KEPT = 50
 
+#: Seconds a node waits for its first subscription at start before it gives up, loudly.
+START_TIMEOUT = 5.0
 
 def channel_prefix(app: str, db: int) -> str:
     """The channels' prefix: database 0 keeps the names it always had; any other says its number."""
@@ -75,8 +78,7 @@ class RedisBus:
         self.url = url
         self.app = app
         self.node = node or default_node()
-        self._redis = Redis.from_url(url, socket_timeout=5.0, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0)
-        self.prefix = channel_prefix(app, self._redis.connection_pool.connection_kwargs.get("db", 0))
+        self.prefix = channel_prefix(app, database(url))
         self.callbacks: dict[str, list[BusCallback]] = {}
         self.reconnect_callbacks: list[Callable[[], Any]] = []
         self.published = 0
@@ -87,7 +89,9 @@ class RedisBus:
         self.connected = False
         # Our loop does the backing off and the re-subscribing; redis-py's own retries would hide
         # a reconnection from us (and wait up to seconds inside a publish).
-        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0}
+        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0,
+                                   **connection_options(url)}
+        self._redis = Redis.from_url(url, socket_timeout=5.0, **options)
         self._listening = Redis.from_url(url, **options)  # blocking reads: no socket timeout
         self._pubsub: PubSub | None = None
         self._queue: list[tuple[str, bytes, asyncio.Future[None] | None]] = []
@@ -113,10 +117,10 @@ class RedisBus:
         """Subscribe (raising when Redis cannot be reached: a wrong URL must fail loudly), then listen."""
         if self._tasks:
             return
-        try:
-            self._pubsub = await self._subscribe()
+        try:  # a broker that accepts the connection but never answers (frozen) must fail too
+            self._pubsub = await asyncio.wait_for(self._subscribe(), START_TIMEOUT)
         except (RedisError, OSError) as error:
-            raise ConnectionError(f"cannot reach the broker at {self.url}: {error}") from error
+            raise ConnectionError(f"cannot reach the broker at {redacted(self.url)}: {error}") from error
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen(), name=f"bus {self.node} listen"),
                        loop.create_task(self._send(), name=f"bus {self.node} publish")]

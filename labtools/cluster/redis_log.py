@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,12 +42,23 @@ from redis.retry import Retry
 
 from .. import runtime
 from ..events.log import START, Apply, Offset, Opened, Unavailable, format_offset, parse_offset
+from .broker import check_broker_url, connection_options, redacted
 
-BROKER_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})(/(?P<db>[0-9]{1,2}))?/?")
 #: Errors that mean "Redis is not reachable now" (as opposed to a bug in a command).
 DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 READ_BATCH = 500
 BLOCK_MS = 2000
+#: Seconds any command but the blocking read may take: a frozen Redis (SIGSTOP, a stalled disk)
+#: answers ``unavailable`` after this, instead of holding every request as long as it is frozen.
+COMMAND_TIMEOUT = 2.0
+#: The blocking read's socket timeout: longer than its block, or every quiet read would fail.
+READ_TIMEOUT = BLOCK_MS / 1000 + 3.0
+#: Milliseconds after which an appended entry is void: every node skips an entry whose stream
+#: id (Redis's clock when it took it) is past the deadline the entry carries (the appending
+#: node's clock when it sent it, plus this). So a write that a frozen Redis takes late, after
+#: its node answered ``unavailable`` ("nothing was changed"), stays inert everywhere. The nodes'
+#: and Redis's clocks must agree within this margin (one machine, or NTP).
+DEADLINE_MS = int(COMMAND_TIMEOUT * 1000)
 
 # Number the entry and add it in one step: the numbers have no holes, so a reader sees one.
 APPEND = """
@@ -78,14 +89,6 @@ def decode_entry(fields: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
     return (number, entry) if isinstance(entry, dict) and number > 0 else None
 
 
-def check_broker_url(url: str) -> str:
-    """``url`` when it has the form ``redis://HOST:PORT[/DB]``; else ValueError saying so."""
-    match = BROKER_URL.fullmatch(url)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"broker {url!r} is not a Redis URL: redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379/0")
-    return url
-
-
 class RedisLog:
     """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
 
@@ -99,8 +102,10 @@ class RedisLog:
         self.count_key = prefix + "count"
         self.epoch = ""
         # No automatic retry of a command: an XADD retried after a lost reply would be added twice.
-        self.redis = Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), 0),
-                                    socket_connect_timeout=2, health_check_interval=0)
+        options = {"decode_responses": True, "retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2,
+                   "health_check_interval": 0, **connection_options(url)}
+        self.redis = Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
+        self.reader = Redis.from_url(url, socket_timeout=READ_TIMEOUT, **options)  # the blocking reads
         self._apply: Apply | None = None
         self._offset: Offset = START
         self._state_now: Callable[[], Any] | None = None
@@ -112,6 +117,7 @@ class RedisLog:
         self.reconnects = 0
         self.gaps = 0  # times this node found entries trimmed before it read them
         self.malformed = 0  # entries skipped because they did not decode
+        self.late = 0  # entries skipped because Redis took them after their deadline
         self._report: Callable[[str], None] | None = None
 
     # ----- starting -----------------------------------------------------------------------
@@ -133,8 +139,11 @@ class RedisLog:
         self._reset = reset
         self._gap = gap
         self._report = report
-        await self._seed(initial)
-        opened = await self._restore(initial is None, tail)
+        try:
+            await self._seed(initial)
+            opened = await self._restore(initial is None, tail)
+        except DOWN as error:  # refused, unreachable, or connected but silent (frozen): say so now
+            raise ConnectionError(f"cannot reach the broker at {redacted(self.url)}: {error}") from None
         self._offset = opened.offset
         return opened
 
@@ -222,6 +231,10 @@ class RedisLog:
                     return  # reading again from the snapshot restored
                 self._number = number
                 self._offset = offset
+                deadline = entry.get("d")
+                if type(deadline) is int and offset[0] > deadline:
+                    self.late += 1  # taken after its node gave up on it: void on every node alike
+                    continue
                 self._apply(offset, entry)
 
     async def _fell_behind(self, offset: Offset) -> bool:
@@ -252,8 +265,8 @@ class RedisLog:
         pause = 0.05
         while True:
             try:
-                response = await self.redis.xread({self.stream: format_offset(self._offset)},
-                                                  count=READ_BATCH, block=BLOCK_MS)
+                response = await self.reader.xread({self.stream: format_offset(self._offset)},
+                                                   count=READ_BATCH, block=BLOCK_MS)
                 pause = 0.05
             except DOWN:
                 await asyncio.sleep(pause)
@@ -284,11 +297,13 @@ class RedisLog:
     # ----- writing ------------------------------------------------------------------------
 
     async def append(self, entry: dict[str, Any]) -> None:
+        """Add ``entry``, with its deadline (``DEADLINE_MS``); ``Unavailable`` when Redis did not
+        answer in ``COMMAND_TIMEOUT``: the entry is then void if Redis takes it later."""
         try:
-            text = json.dumps(entry, ensure_ascii=False)
+            text = json.dumps({**entry, "d": int(time.time() * 1000) + DEADLINE_MS}, ensure_ascii=False)
             await self._append(keys=[self.stream, self.count_key], args=[text, self.keep])
         except DOWN as error:
-            raise Unavailable(f"the broker ({self.url}) is unreachable: {error}") from None
+            raise Unavailable(f"the broker ({redacted(self.url)}) is unreachable: {error}") from None
 
     def save_snapshot(self, state: Any, offset: Offset) -> Awaitable[None]:
         """Save ``state`` as of ``offset`` (the entry just applied), with that entry's number,
@@ -303,3 +318,4 @@ class RedisLog:
         await runtime.cancel(self._follower)
         self._follower = None
         await self.redis.aclose()
+        await self.reader.aclose()

@@ -3,7 +3,7 @@ their broker (``redis``), HAProxy as their front door (``haproxy``), the ``Deplo
 starts all three (``deployment``), and what runs outside programs as children of the kernel on
 free ports (``children``). Every process is a child of the kernel that ends with it."""
 
-from ..cluster.redis_log import check_broker_url
+from ..cluster.broker import check_broker_url
 from .deployment import Deployment
 from .haproxy import FrontDoor, haproxy_available
 from .redis import RedisServer, missing_message, redis_available

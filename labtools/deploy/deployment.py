@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 import psutil
 
 from .. import runtime
-from ..cluster.redis_log import check_broker_url
+from ..cluster.broker import PASSWORD_ENV, check_broker_url, password_of, redacted, without_password
+from ..events.forwarded import FRONT_DOOR_SECRET_ENV
 from ..processes import ChildServer, start_child
 from .haproxy import FrontDoor
 from .redis import RedisServer
@@ -53,7 +55,11 @@ class Deployment:
         self.name = name
         self.app = app
         self.host = host
-        self.broker = broker
+        #: The nodes' ``--broker``: without its password, which they get in their environment.
+        self.broker = without_password(broker)
+        self.broker_password = password_of(broker)
+        #: The front door's proof to the nodes (``events.forwarded``): drawn per deployment.
+        self.front_door_secret = secrets.token_urlsafe(24)
         self.redis = redis
         self.nodes: list[ChildServer] = []
         self.node_arguments: list[list[str]] = []
@@ -121,7 +127,8 @@ class Deployment:
             )
             if front_door:
                 deployment.front_door = await FrontDoor.start(
-                    [(f"node{k + 1}", n.port) for k, n in enumerate(deployment.nodes)], host=host, port=port
+                    [(f"node{k + 1}", n.port) for k, n in enumerate(deployment.nodes)], host=host, port=port,
+                    secret=deployment.front_door_secret,
                 )
         except BaseException:
             await deployment.aclose()
@@ -130,8 +137,12 @@ class Deployment:
 
     async def start_node(self, index: int, port: int) -> ChildServer:
         """Node ``index`` (from 0, named ``node{index + 1}``) on ``port`` (0: a free one)."""
+        secrets_ = {FRONT_DOOR_SECRET_ENV: self.front_door_secret}
+        if self.broker_password:
+            secrets_[PASSWORD_ENV] = self.broker_password
         return await start_child(
-            self.app, name=f"{self.name}:node{index + 1}", host=self.host, port=port, extra=self.node_arguments[index]
+            self.app, name=f"{self.name}:node{index + 1}", host=self.host, port=port, extra=self.node_arguments[index],
+            environment=secrets_,
         )
 
     @property
@@ -197,4 +208,4 @@ class Deployment:
         alive = sum(node.alive for node in self.nodes)
         state = "stopped" if self.closed else f"{alive} of {len(self.nodes)} nodes running"
         where = self.url if self.nodes else "-"
-        return f"<{self.app} deployment {self.name!r} at {where}, {state}, broker {self.broker}>"
+        return f"<{self.app} deployment {self.name!r} at {where}, {state}, broker {redacted(self.broker)}>"

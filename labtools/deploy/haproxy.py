@@ -16,9 +16,11 @@ temporary directory and runs Debian's ``haproxy -db -f haproxy.cfg`` as a child 
   door may open its socket: the node's Origin check accepts the origin whose host is the
   request's ``Host`` (``events.origins``). ``option forwardfor`` tells the node who the client
   is, and every answer carries ``X-Served-By: NODE``, so a lesson can see the balancing.
-* Health checks every 500 ms (``fall 2 rise 1``): a killed node is out of the rotation within
-  about a second, and back at the first check it answers; ``option redispatch`` sends a
-  connection that found a dead node to another one meanwhile.
+* Health checks every 500 ms (``fall 2 rise 1``): ``GET /healthz``, which the node's own event
+  loop answers (a TCP check would pass for a SIGSTOPped node: the kernel still accepts its
+  connections), not its broker's. A killed or paused node is out of the rotation within about
+  a second (``timeout check 1s``), and back at the first check it answers; ``option
+  redispatch`` sends a connection that found a dead node to another one meanwhile.
 
 ``stats()`` reads HAProxy's stats socket: per node, its sessions and its status.
 """
@@ -38,6 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..events.forwarded import FRONT_DOOR_HEADER
+from ..events.pages import HEALTH_PATH
 from .children import Program, find_program, free_port, kill_program, log_tail, start_program, stop_program
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -64,8 +68,13 @@ def missing_message() -> str:
     return "haproxy is not installed: apt-get install haproxy (CI installs it)"
 
 
-def configuration(port: int, nodes: Sequence[tuple[str, int]], stats_socket: Path, host: str = "127.0.0.1") -> str:
-    """The ``haproxy.cfg`` of a front door on ``port`` before ``nodes`` (name, port)."""
+def configuration(port: int, nodes: Sequence[tuple[str, int]], stats_socket: Path, host: str = "127.0.0.1",
+                  secret: str | None = None) -> str:
+    """The ``haproxy.cfg`` of a front door on ``port`` before ``nodes`` (name, port); with
+    ``secret``, every request carries it in ``X-Labtools-Front-Door`` (any such header a client
+    sent is replaced), so that the nodes trust this front door's ``X-Forwarded-For`` and no one
+    else's (``events.forwarded``)."""
+    proof = f"\n    http-request set-header {FRONT_DOOR_HEADER} {secret}" if secret else ""
     sockets = "\n".join(f"    server {name} {host}:{p} {CHECK}" for name, p in nodes)
     pages = "\n".join(f"    server {name} {host}:{p} {CHECK} cookie {name}" for name, p in nodes)
     return f"""\
@@ -77,6 +86,9 @@ defaults
     mode http
     option forwardfor
     option redispatch
+    option httpchk GET {HEALTH_PATH}
+    http-check expect status 200
+    timeout check 1s
     retries 3
     timeout connect 5s
     timeout client 60s
@@ -85,7 +97,7 @@ defaults
     timeout http-request 10s
 
 frontend front
-    bind {host}:{port}
+    bind {host}:{port}{proof}
     acl websocket hdr(Upgrade) -i websocket
     use_backend sockets if websocket
     default_backend pages
@@ -106,22 +118,25 @@ backend pages
 class FrontDoor(Program):
     """One HAProxy process (see the module's docstring); not registered in the runtime."""
 
-    def __init__(self, nodes: Sequence[tuple[str, int]], host: str, directory: Path) -> None:
+    def __init__(self, nodes: Sequence[tuple[str, int]], host: str, directory: Path, secret: str | None = None) -> None:
         self.nodes = list(nodes)
         self.host = host
+        self.secret = secret
         self.port = 0
         self.dir = directory
         self.process: subprocess.Popen | None = None
 
     @classmethod
     async def start(
-        cls, nodes: Sequence[tuple[str, int]], *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10
+        cls, nodes: Sequence[tuple[str, int]], *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10,
+        secret: str | None = None,
     ) -> FrontDoor:
         """Start HAProxy on ``port`` (0: a free one) before ``nodes``, a list of (name, port) on
-        ``host``; returns once it accepts connections."""
+        ``host``; returns once it accepts connections. ``secret``: the proof it adds to every
+        request (``configuration``), the same as the nodes' ``LABTOOLS_FRONT_DOOR_SECRET``."""
         if not haproxy_available():
             raise RuntimeError(missing_message())
-        door = cls(nodes, host, Path(tempfile.mkdtemp(prefix="labtools-haproxy-")))
+        door = cls(nodes, host, Path(tempfile.mkdtemp(prefix="labtools-haproxy-")), secret)
         try:
             await door.run(port, timeout)
         except BaseException:
@@ -147,7 +162,8 @@ class FrontDoor(Program):
         for _attempt in range(5):
             self.port = port or free_port(self.host)
             config = self.dir / "haproxy.cfg"
-            config.write_text(configuration(self.port, self.nodes, self.stats_socket, self.host))
+            config.touch(mode=0o600)  # it may hold the front door's secret: its owner's only
+            config.write_text(configuration(self.port, self.nodes, self.stats_socket, self.host, self.secret))
             program = find_program("haproxy", HAPROXY) or HAPROXY
             self.process = start_program([program, "-db", "-f", str(config)], log, self.dir)
             if await self.listening(timeout):

@@ -7,12 +7,20 @@ returns once it answers PING. Its options say why a lesson can rely on it:
   fsynced once a second, so ``restart()`` (and a crash, losing at most a second) finds the data
   again: the lesson on recovery needs a broker that remembers its streams. RDB snapshots are off
   (``--save ""``): they would fork a copy of the server at odd moments of a measurement.
-* ``--bind 127.0.0.1 --protected-mode yes``: no other machine reaches a server without password.
+* ``--bind 127.0.0.1 --protected-mode yes``: no other machine reaches it;
+* a password, drawn at start (``requirepass``): no other user of *this* machine can talk to it
+  either (a shared JupyterHub host has many, and anyone who can send Redis commands can forge
+  any message of the apps on it, or ``SHUTDOWN`` it). The password is in a configuration file
+  only its owner can read, never on a command line (``/proc/PID/cmdline`` is readable by every
+  user); ``url`` carries it for clients in this process, ``address`` is the same URL without it,
+  and the nodes a deployment starts get it in their environment (``broker.PASSWORD_ENV``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +31,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from ..cluster.broker import with_password
 from .children import Program, find_program, free_port, kill_program, log_tail, start_program, stop_program
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -46,6 +55,7 @@ class RedisServer(Program):
         self.appendonly = appendonly
         self.owns_directory = owns_directory
         self.process: subprocess.Popen | None = None
+        self.password = secrets.token_urlsafe(24)
 
     @classmethod
     async def start(
@@ -66,8 +76,18 @@ class RedisServer(Program):
         return server
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """``redis://127.0.0.1:PORT``: where it listens, without the password (for command lines)."""
         return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL a client in this process connects with: the address and the password."""
+        return with_password(self.address, self.password)
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A (blocking) client of this server, authenticated."""
+        return redis.Redis(port=self.port, password=self.password, **options)
 
     @property
     def log(self) -> Path:
@@ -76,6 +96,7 @@ class RedisServer(Program):
     def arguments(self) -> list[str]:
         return [
             find_program("redis-server", REDIS_SERVER) or REDIS_SERVER,
+            str(self.write_config()),  # the password, where only this user can read it
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
@@ -84,6 +105,15 @@ class RedisServer(Program):
             "--save", "",
             "--protected-mode", "yes",
         ]  # fmt: skip
+
+    def write_config(self) -> Path:
+        """``redis.conf`` with ``requirepass``, owner-only (0600, created so: never readable)."""
+        path = self.dir / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write(f"requirepass {self.password}\n")
+        os.chmod(path, 0o600)  # an older file of another mode
+        return path
 
     async def run(self, timeout: float, retry_port: bool) -> None:
         """Start the process and wait for PING; a lost race for a free port tries another."""
@@ -101,7 +131,7 @@ class RedisServer(Program):
 
     async def answers(self, timeout: float) -> bool:
         """Whether the server answers PING within ``timeout`` (False as soon as it exits)."""
-        client = redis.asyncio.Redis(port=self.port, socket_connect_timeout=1)
+        client = redis.asyncio.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline and self.alive:
@@ -128,7 +158,7 @@ class RedisServer(Program):
 
     def info(self) -> dict[str, Any]:
         """The server's INFO (``used_memory``, ``connected_clients``, ``aof_enabled``...)."""
-        with redis.Redis(port=self.port, socket_timeout=5) as client:
+        with self.client(socket_timeout=5) as client:
             return client.info()
 
     async def aclose(self) -> None:

@@ -5,7 +5,8 @@ with ``@server.on("name")``, and *broadcasts* to everyone, to a room, or to all 
 shared state changes with ``@server.change`` and ``server.update``, the same on every node.
 
 Modules, bottom up: ``frames`` (the wire format, ``EventError``, ``require``), ``limits`` (what
-a client may cost), ``origins`` (which pages may connect), ``pages`` (static files), ``rooms``
+a client may cost), ``origins`` (which pages may connect), ``forwarded`` (who the client is
+behind the front door), ``pages`` (static files, the health check), ``rooms``
 (membership), ``connection`` (one socket: ``Connection``; ``Client``, what handlers get),
 ``inline`` (a coroutine run inline until it suspends), ``dispatch`` (one frame to its handler),
 ``log`` (the ordered history: ``MemoryLog``), ``replicated`` (a state machine over a log),

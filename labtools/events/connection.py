@@ -37,6 +37,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..measure.metrics import Counter
+from .forwarded import forwarded_for
 from .limits import Limits, TokenBucket
 from .rooms import Rooms
 
@@ -76,6 +77,7 @@ class Endpoint(Protocol):
 
     limits: Limits
     closing: bool
+    front_door_secret: str | None
     connections: set[Connection]
 
     @property
@@ -162,7 +164,11 @@ class Client:
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
-        """The peer's ``(host, port)``: behind a proxy, the proxy's."""
+        """The peer's ``(host, port)``; behind the labtools front door, the client's address as
+        it saw it (``forwarded``: port 0, unknown)."""
+        forwarded = self.connection.forwarded
+        if forwarded is not None:
+            return (forwarded, 0)
         address = self.transport.get_extra_info("peername")
         return (address[0], address[1]) if address else None
 
@@ -192,8 +198,8 @@ class Client:
 class Connection(asyncio.Protocol):
     """One socket: websockets' ``ServerProtocol`` driven from asyncio's callbacks (see the module)."""
 
-    __slots__ = ("endpoint", "protocol", "transport", "client", "path", "heard", "frames", "bytes", "timer",
-                 "busy", "inbox", "fragments", "paused_writing", "paused_inbox", "lost")
+    __slots__ = ("endpoint", "protocol", "transport", "client", "path", "forwarded", "heard", "frames", "bytes",
+                 "timer", "busy", "inbox", "fragments", "paused_writing", "paused_inbox", "lost")
 
     def __init__(self, endpoint: Endpoint) -> None:
         limits = endpoint.limits
@@ -201,7 +207,8 @@ class Connection(asyncio.Protocol):
         self.protocol = ServerProtocol(max_size=limits.max_frame, logger=LOGGER)
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
-        self.path = "/"  # the upgrade request's path and query: all a connection keeps of it
+        self.path = "/"  # the upgrade request's path and query: all a connection keeps of it...
+        self.forwarded: str | None = None  # ...with the client's address, behind the front door
         self.heard = time.monotonic()  # when bytes last arrived, for the server-wide keepalive
         self.frames = TokenBucket(limits.frame_burst, limits.frames_per_second)
         self.bytes = TokenBucket(limits.byte_burst, limits.bytes_per_second)
@@ -275,6 +282,7 @@ class Connection(asyncio.Protocol):
     def _request(self, request: Request) -> None:
         """The opening handshake's request: a page, a refusal, or the upgrade."""
         self.path = request.path
+        self.forwarded = forwarded_for(request.headers, self.endpoint.front_door_secret)
         try:
             response = self.endpoint.respond(request)
         except Exception:

@@ -18,9 +18,27 @@ ORIGINS_ENV = "LABTOOLS_ALLOWED_ORIGINS"
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
+#: An origin as a browser sends it: http or https, a host name or address, an optional port.
+ORIGIN = re.compile(r"https?://(?:[a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def checked_origins(origins: Iterable[str], source: str) -> frozenset[str]:
+    """``origins`` normalised (lower case, no trailing slash), each ``http(s)://host[:port]``;
+    anything else (``null``, ``*``, a path, ``;`` or a line break that would break into the CSP
+    header where allowed origins are listed) is refused with ValueError, naming ``source``."""
+    checked = set()
+    for origin in origins:
+        normal = origin.strip().rstrip("/").lower()
+        if not ORIGIN.fullmatch(normal):
+            raise ValueError(f"{source}: {origin.strip()[:80]!r} is not an origin: scheme://host[:port], "
+                             "e.g. https://hub.example or http://localhost:8888 (no *, null, path or ;)")
+        checked.add(normal)
+    return frozenset(checked)
+
+
 def allowed_origins_from_env() -> frozenset[str]:
     """``LABTOOLS_ALLOWED_ORIGINS``: origins (``scheme://host[:port]``) allowed on every server."""
-    return frozenset(o.strip().rstrip("/").lower() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip())
+    return checked_origins((o for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()), ORIGINS_ENV)
 
 
 def origin_host(origin: str) -> str:

@@ -18,6 +18,11 @@ CONTENT_TYPES = {
     ".json": "application/json",
 }
 NOT_FOUND = (404, "text/plain; charset=utf-8", b"not found\n")
+#: What the front door asks every node, every half second: answered by the node's own event loop
+#: (a paused or wedged node does not answer, and leaves the rotation), never by its broker (a
+#: Redis outage must not take every node out at once). Not counted in the server's traffic.
+HEALTH_PATH = "/healthz"
+HEALTHY = (200, "text/plain; charset=utf-8", b"ok\n")
 
 
 def static(path: str) -> bytes:

@@ -20,6 +20,7 @@ client that hears nothing before its connection drops can still resume from ther
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import time
@@ -39,6 +40,8 @@ MAX_EPOCH = 64
 #: this clock was sent by no server, and would make the socket skip every push until then.
 FUTURE_MS = 60_000
 CLOSE_FELL_BEHIND = 1013  # "try again later": the node missed entries its clients must get elsewhere
+#: Seconds over which a node that fell behind closes its clients (so they do not all come back at once).
+GAP_SPREAD = 2.0
 #: Pushes a stateless app keeps for clients that resume; one that missed more is told ``too-old``.
 REPLAY = 1000
 #: Entries the shared log keeps: more than a client may resume, so that a node that falls a few
@@ -65,6 +68,7 @@ class Recovery(Replicated):
         self.tail: deque[tuple[Offset, str, str]] = deque()  # (offset, event, frame text)
         self.floor: Offset = START  # the newest offset no longer kept: resuming from before it is too old
         self.ahead: dict[Client, Offset] = {}  # clients that saw more on another node than this one has applied
+        self.cut: set[Client] = set()  # clients being closed after a gap: nothing more is pushed to them
 
     async def open(self) -> None:
         await self.join(tail=self.replay)
@@ -79,12 +83,20 @@ class Recovery(Replicated):
     def gap(self, offset: Offset) -> None:
         """This node missed entries before ``offset``: its clients missed them too. Nobody may
         resume from before it here (``too-old``), and every client is closed with 1013 (try
-        again later) so that it reconnects and resumes, perhaps on a node that has them all."""
+        again later) so that it reconnects and resumes, perhaps on a node that has them all.
+
+        Nothing from after the gap reaches them first (``cut``: their last offset stays before
+        it), and the closes are spread over ``GAP_SPREAD`` seconds: ten thousand clients told
+        to come back at the same instant would come back at the same instant."""
         super().gap(offset)
         self.tail.clear()
         self.floor = offset
-        for client in list(self.clients.values()):
-            client.close(CLOSE_FELL_BEHIND, "this node fell behind: reconnect and resume")
+        clients = list(self.clients.values())
+        self.cut.update(clients)
+        loop = asyncio.get_running_loop()
+        for index, client in enumerate(clients):
+            loop.call_later(GAP_SPREAD * index / len(clients), client.close, CLOSE_FELL_BEHIND,
+                            "this node fell behind: reconnect and resume")
 
     def reset(self, state: Any) -> None:
         """The state was restored from the log (another epoch, or this node fell behind what it
@@ -96,6 +108,7 @@ class Recovery(Replicated):
 
     def forget(self, client: Client) -> None:
         self.ahead.pop(client, None)
+        self.cut.discard(client)
 
     def on_applied(self, offset: Offset, applied: Applied, origin: int | None) -> None:
         for push in applied.pushes:
@@ -115,8 +128,9 @@ class Recovery(Replicated):
     def _send(self, push: Push, offset: Offset) -> str:
         text = self.frame(push.event, push.data, offset)
         targets: Iterable[Client] = self.clients.values() if push.room is None else self.rooms.members(push.room)
-        if push.exclude is not None or self.ahead:
-            targets = [c for c in targets if c is not push.exclude and self._not_seen(c, offset)]
+        if push.exclude is not None or self.ahead or self.cut:
+            cut = self.cut
+            targets = [c for c in targets if c is not push.exclude and c not in cut and self._not_seen(c, offset)]
         self.send(targets, push.event, text)
         return text
 

@@ -51,11 +51,12 @@ from .adapter import BROADCASTS, Adapter, Bus, LocalAdapter
 from .changes import Change, Changes
 from .connection import CLOSE_TIMEOUT, Client, Connection, text_frame
 from .dispatch import Dispatcher, Handler
+from .forwarded import front_door_secret
 from .frames import dumps
 from .inline import start
 from .limits import Limits
-from .origins import allowed_origins_from_env, origin_allowed, security_headers
-from .pages import serve_file
+from .origins import allowed_origins_from_env, checked_origins, origin_allowed, security_headers
+from .pages import HEALTH_PATH, HEALTHY, serve_file
 from .recovery import LOG_KEEP, Recovery
 from .replicated import Push
 from .rooms import Rooms
@@ -108,7 +109,9 @@ class EventServer(Generic[S]):
         self.session = session
         self.recoverable = frozenset(recoverable)
         self.limits = limits if limits is not None else Limits()
-        self.allowed_origins = allowed_origins_from_env() | {o.rstrip("/").lower() for o in allowed_origins}
+        self.allowed_origins = allowed_origins_from_env() | checked_origins(allowed_origins, "allowed_origins")
+        #: The front door's proof (``forwarded``): its ``X-Forwarded-For`` is trusted only with it.
+        self.front_door_secret = front_door_secret()
         self.trace = trace
         self.keepalive = keepalive
         self._keepalive_task: asyncio.Task | None = None
@@ -308,8 +311,9 @@ class EventServer(Generic[S]):
         (or, for a client corked while a handler of its own runs, an append to what leaves in
         that handler's one write). A client whose unsent bytes would pass
         ``Limits.client_buffer`` is dropped rather than buffered for: it must not make the
-        server grow, nor hold anyone else back. When a target was already backlogged, the
-        server-wide ``Limits.total_buffer`` is checked too.
+        server grow, nor hold anyone else back. The server-wide ``Limits.total_buffer`` is
+        checked when a target is past its read-pause mark, or when the backlogs of this frame's
+        targets add up past the cap (many clients each a little behind).
         """
         frame = text_frame(text)
         size = len(frame)
@@ -318,6 +322,7 @@ class EventServer(Generic[S]):
         room = self.limits.client_buffer - size
         high = self.limits.read_pause
         backlog = False
+        backlogs = 0  # what this frame's targets hold unsent, this frame included
         for client in targets:
             if client.protocol.state is not OPEN:
                 continue
@@ -326,7 +331,9 @@ class EventServer(Generic[S]):
             if buffered > room and buffered > 0:  # an empty buffer still takes one large frame
                 self.drop_slow(transport)
                 continue
-            backlog = backlog or buffered > high
+            if buffered:
+                backlogs += buffered + size
+                backlog = backlog or buffered > high
             out = client.out
             if out is None:
                 transport.write(frame)
@@ -336,7 +343,7 @@ class EventServer(Generic[S]):
             sent += 1
             if trace is not None:
                 trace.record("server", client.name, event)
-        if backlog:
+        if backlog or backlogs > self.limits.total_buffer:
             self._enforce_total_buffer()
         size *= sent
         counter = self.traffic.route(f"send {event}")
@@ -496,6 +503,8 @@ class EventServer(Generic[S]):
             self.traffic.request("GET / (WebSocket upgrade)")
             return None
         path = request.path.partition("?")[0]
+        if path == HEALTH_PATH:
+            return self._response(request, *HEALTHY)
         if path in self.http_routes:
             result = self.http_routes[path](request)
             if inspect.isawaitable(result):

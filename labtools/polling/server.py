@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from ..events import EventError
+from ..events.pages import HEALTH_PATH, HEALTHY
 from ..measure.metered_http import HEAD_TIMEOUT, MAX_CONNECTIONS, metering_middleware
 from ..measure.metrics import Traffic
 from .site import SERVER, PollingServer
@@ -255,7 +256,7 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application; ``users`` restricts who may send and receive (empty: anyone)."""
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[metering_middleware(traffic, _is_empty)]
+        client_max_size=MAX_BODY, middlewares=[metering_middleware(traffic, _is_empty, HEALTH_PATH)]
     )
     app[STORE] = MessageStore(keep, page)
     app[TRAFFIC] = traffic
@@ -271,7 +272,14 @@ def make_app(
     app.router.add_get("/messages", get_messages)
     app.router.add_get("/events", get_events)
     app.router.add_get("/stats", get_stats)
+    app.router.add_get(HEALTH_PATH, healthy)
     return app
+
+
+async def healthy(request: web.Request) -> web.Response:
+    """The front door's health check (``events.pages.HEALTH_PATH``): this node's loop answers."""
+    status, content_type, body = HEALTHY
+    return web.Response(status=status, body=body, content_type=content_type.split(";")[0])
 
 
 def build(

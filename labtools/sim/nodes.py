@@ -367,15 +367,15 @@ async def alagging(app: str, *, nodes: int = 2, delay_ms: float = 50, name: str)
     """Start ``app`` on ``nodes`` nodes behind HAProxy; the last one's broker URL is the proxy's."""
     redis = await RedisServer.start()
     deployment = LaggingDeployment(name, app, "127.0.0.1", redis.url, redis)
-    deployment.proxy = await FaultyProxy(redis.url).start()
+    deployment.proxy = await FaultyProxy(redis.address).start()
     try:
         deployment.proxy.delay(delay_ms)
         slow_link = f"redis://{deployment.proxy.host}:{deployment.proxy.port}"
-        brokers = [redis.url] * (nodes - 1) + [slow_link]  # the last node's Redis is the proxy
+        brokers = [redis.address] * (nodes - 1) + [slow_link]  # the last node's Redis is the proxy
         deployment.node_arguments = [node_arguments(broker, f"node{k + 1}", {}) for k, broker in enumerate(brokers)]
         deployment.nodes = list(await asyncio.gather(*(deployment.start_node(k, 0) for k in range(nodes))))
         names_ports = [(f"node{k + 1}", node.port) for k, node in enumerate(deployment.nodes)]
-        deployment.front_door = await FrontDoor.start(names_ports)
+        deployment.front_door = await FrontDoor.start(names_ports, secret=deployment.front_door_secret)
     except BaseException:
         await deployment.aclose()
         raise

@@ -42,6 +42,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ...events import EventError
+
 T = TypeVar("T")
 
 SCHEMA = """
@@ -92,6 +94,14 @@ class EmailTaken(Exception):
     """Sign-up with an email that another account already uses."""
 
 
+def refusal(error: BaseException) -> BaseException:
+    """A database error a client can act on, as the ``EventError`` PROTOCOL documents: a full
+    disk (or database) is ``storage-full``, nothing stored; any other error stays what it is."""
+    if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return EventError("storage-full", "the server's disk is full: nothing was stored; try again later")
+    return error
+
+
 def pair_key(a: str, b: str) -> str:
     """One key for a conversation whichever side asks: the two uids in order."""
     return f"{a}|{b}" if a <= b else f"{b}|{a}"
@@ -129,7 +139,10 @@ class Store:
         self.largest_batch = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as error:
+            raise refusal(error) from error
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -265,13 +278,13 @@ class Store:
                 if future.done():  # its handler was cancelled (the server is closing)
                     continue
                 if isinstance(result, BaseException):
-                    future.set_exception(result)
+                    future.set_exception(refusal(result))
                 else:
                     future.set_result(result)
         else:
             for row in batch:
                 if not row[4].done():
-                    row[4].set_exception(error)
+                    row[4].set_exception(refusal(error))
         if self._waiting:
             self.write_batch(loop)
         else:

@@ -17,6 +17,13 @@ export function socketUrl(query) {
   return url.href;
 }
 
+// Close codes after which a page reconnects (lesson 10's rule): the server went away (1001), the
+// connection was lost without a close frame (1006: the network, a crash), a server error (1011),
+// a restart (1012), "try again later" (1013, a node that fell behind: resume elsewhere). After any
+// other code it stays closed: 1000 is a close the server meant, 1003/1008/1009 were caused by what
+// this page sent (it would send it again), and 4000-4999 are the app's own (the chat's 4001).
+const RETRY_AFTER = new Set([1001, 1006, 1011, 1012, 1013]);
+
 export class EventSocket {
   // options.query: a query string for the upgrade, or a function giving one (none by default;
   // the chat authenticates with an auth event, never with a token in the URL).
@@ -37,6 +44,7 @@ export class EventSocket {
     this.nextId = 1;
     this.attempt = 0;
     this.closedByUser = false;
+    this.reconnecting = false; // reconnect() closed this socket: open another whatever its code
     this.state = "connecting";
     this.connect();
   }
@@ -58,15 +66,17 @@ export class EventSocket {
       this.fire("connect", null);
     };
     ws.onmessage = (message) => this.receive(message.data);
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       for (const [, pending] of this.pending) {
         clearTimeout(pending.timer);
         pending.reject(new Error("connection closed"));
       }
       this.pending.clear();
       this.setState("offline");
-      this.fire("disconnect", null);
-      if (!this.closedByUser) this.retry();
+      this.fire("disconnect", { code: event.code, reason: event.reason });
+      const asked = this.reconnecting;
+      this.reconnecting = false;
+      if (!this.closedByUser && (asked || RETRY_AFTER.has(event.code))) this.retry();
     };
   }
 
@@ -226,6 +236,7 @@ export class EventSocket {
 
   // Drop this connection and open a new one, with the usual backoff (not a close by the user).
   reconnect() {
+    this.reconnecting = true;
     if (this.ws) this.ws.close(1000);
   }
 
