@@ -605,3 +605,19 @@ def test_the_total_buffer_cap_holds_when_many_clients_are_each_a_little_behind()
             await server.aclose()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("value", ["null", "*", "https://a.example; script-src *", "https://a.example\r\nX-Evil: 1",
+                                   "https://a.example/path", "javascript:alert(1)"])
+def test_allowed_origins_that_are_not_origins_are_refused_before_they_reach_a_header(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``null`` would admit sandboxed pages, ``*`` would become ``frame-ancestors *``, and ``;``
+    or a line break would write into (or break) the CSP header of every answer."""
+    monkeypatch.setenv("LABTOOLS_ALLOWED_ORIGINS", f"https://ok.example,{value}")
+    with pytest.raises(ValueError, match=r"LABTOOLS_ALLOWED_ORIGINS: .* is not an origin"):
+        EventServer("origins-test")
+    monkeypatch.delenv("LABTOOLS_ALLOWED_ORIGINS")
+    with pytest.raises(ValueError, match="allowed_origins"):
+        EventServer("origins-test", allowed_origins=[value])
+    assert EventServer("origins-test", allowed_origins=["HTTPS://Ok.Example:8443/"]).allowed_origins == {
+        "https://ok.example:8443"}
