@@ -217,3 +217,28 @@ def test_a_paused_node_that_fell_behind_closes_its_clients_before_pushing_past_t
         run(scenario())
     finally:
         deployment.stop()
+
+
+def test_a_node_that_starts_after_a_malformed_newest_entry_sees_no_gap(redis_server: RedisServer) -> None:
+    """The number a stateless node starts from is the newest entry's that decodes: a poison
+    entry on top (with a number of its own, or none) must not make it announce a false gap."""
+
+    async def scenario() -> None:
+        writer = RedisLog(redis_server.url, "poison-top", keep=1000)
+        late = RedisLog(redis_server.url, "poison-top", keep=1000)
+        node = Follower()
+        try:
+            await Follower().open_stateless(writer)
+            await append_many(writer, 1, 5)
+            await writer.redis.xadd(writer.stream, {"n": "0", "e": "{broken"})
+            await node.open_stateless(late, tail=10)
+            await late.follow()
+            await writer.append(entry(6))
+            while not node.applied:
+                await asyncio.sleep(0.01)
+            assert node.applied[-1][1]["s"] == 6 and late.gaps == 0 and node.gaps == []
+        finally:
+            await writer.aclose()
+            await late.aclose()
+
+    run(scenario())

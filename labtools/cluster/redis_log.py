@@ -89,6 +89,15 @@ def decode_entry(fields: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
     return (number, entry) if isinstance(entry, dict) and number > 0 else None
 
 
+def _newest_number(entries: list[tuple[str, dict[str, str]]]) -> int | None:
+    """The number of the first entry of ``entries`` (newest first) that decodes, or None."""
+    for _entry_id, fields in entries:
+        decoded = decode_entry(fields)
+        if decoded is not None:
+            return decoded[0]
+    return None
+
+
 class RedisLog:
     """The ``Log`` of several nodes: a trimmed Redis Stream, an epoch and a snapshot."""
 
@@ -171,7 +180,7 @@ class RedisLog:
                 if decoded is not None:
                     entries.append((parse_offset(entry_id) or START, decoded[1]))
             offset = (parse_offset(newest[0][0]) or START) if newest else START
-            self._number = await self._number_at(newest[0][1] if newest else None)
+            self._number = await self._number_at(newest)
             complete = trimmed == START and len(newest) < tail
             return Opened(None, offset, entries if tail else [], complete)
         snapshot = await self.redis.hgetall(self.snapshot_key)
@@ -182,12 +191,14 @@ class RedisLog:
                                f"the stream keeps ({format_offset(trimmed)} was trimmed): the state cannot be rebuilt")
         return Opened(json.loads(snapshot["state"]), offset, [], trimmed == START)
 
-    async def _number_at(self, fields: dict[str, str] | None) -> int:
-        """The number of the entry a stateless node starts at (the newest), or, with no entry to
-        read it from, the count of entries ever added: the next entry must be the one after it."""
-        if fields is not None and fields.get("n", "").isdigit():
-            return int(fields["n"])
-        return int(await self.redis.get(self.count_key) or 0)
+    async def _number_at(self, newest: list[tuple[str, dict[str, str]]]) -> int:
+        """The number of the newest entry that decodes (entries that do not take no number), the
+        next one to read being the one after it; with none among ``newest`` nor the hundred
+        newest, the count of entries ever added."""
+        number = _newest_number(newest)
+        if number is None and newest:
+            number = _newest_number(await self.redis.xrevrange(self.stream, "+", "-", count=100))
+        return number if number is not None else int(await self.redis.get(self.count_key) or 0)
 
     def _decoded(self, entry_id: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
         decoded = decode_entry(fields)
