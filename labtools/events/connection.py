@@ -199,7 +199,7 @@ class Connection(asyncio.Protocol):
     """One socket: websockets' ``ServerProtocol`` driven from asyncio's callbacks (see the module)."""
 
     __slots__ = ("endpoint", "protocol", "transport", "client", "path", "forwarded", "heard", "frames", "bytes",
-                 "timer", "busy", "inbox", "fragments", "paused_writing", "paused_inbox", "lost")
+                 "timer", "busy", "inbox", "fragments", "paused_writing", "paused_inbox", "lost", "drained")
 
     def __init__(self, endpoint: Endpoint) -> None:
         limits = endpoint.limits
@@ -219,6 +219,7 @@ class Connection(asyncio.Protocol):
         self.paused_writing = False
         self.paused_inbox = False
         self.lost = False
+        self.drained: asyncio.Future[None] | None = None  # what ``send`` awaits while writing is paused
 
     # ----- asyncio's callbacks ------------------------------------------------------------
 
@@ -264,6 +265,7 @@ class Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.endpoint.connections.discard(self)
+        self._wake_senders()
         if self.busy is None:
             self._forget()
 
@@ -275,7 +277,13 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         """Back under the low-water mark: read again, unless frames still wait in line."""
         self.paused_writing = False
+        self._wake_senders()
         self._reading()
+
+    def _wake_senders(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # ----- what arrives -------------------------------------------------------------------
 
@@ -410,6 +418,21 @@ class Connection(asyncio.Protocol):
             self.endpoint.lost(client)
 
     # ----- what leaves --------------------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        """Write one text frame, then wait while this connection's unsent bytes are above the
+        high-water mark, as websockets' own ``send`` does: what a broadcast loop that awaits
+        each client in turn waits for (lesson 10 shows why a server must not). The event
+        server's own broadcasts never wait (``EventServer.send_text``)."""
+        if self.transport is None or self.protocol.state is not OPEN:
+            raise ConnectionError("the connection is closed")
+        frame = text_frame(text)
+        self.transport.write(frame)
+        self.endpoint.total.bytes_out += len(frame)
+        if self.paused_writing:
+            if self.drained is None:
+                self.drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.drained)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (abort if the peer does not answer in ``CLOSE_TIMEOUT``);
