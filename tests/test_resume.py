@@ -83,6 +83,31 @@ def test_a_reconnected_client_gets_exactly_what_it_missed_in_order() -> None:
 
 
 
+
+def test_a_push_that_beats_the_resume_to_a_new_socket_waits_for_the_replay() -> None:
+    """``connect(hold=True)`` (what ``Reconnecting`` does when it will resume): a live push that
+    reaches the new socket before its ``resume`` is handed over after the replay, in order."""
+
+    async def go() -> list[list[str]]:
+        server = await start()
+        since = await away(server.url)
+        await send(server.url, ["m1", "m2", "m3"])
+        orders = []
+        for hold in (True, False):
+            client = await EventClient.connect(server.url, name="back", hold=hold)
+            await client.wait_for("position")
+            await send(server.url, [f"live-{hold}"])
+            await asyncio.sleep(0.1)  # the live push is there before the resume is sent
+            await client.resume(*since)
+            orders.append(texts(client))
+            await client.aclose()
+        await server.aclose()
+        return orders
+
+    held, not_held = lt.run(go())
+    assert held == ["m1", "m2", "m3", "live-True"]
+    assert not_held[0] == "live-False"  # without it, the newest first: what hold is for
+
 def test_resuming_one_socket_over_and_over_sends_nothing_twice() -> None:
     """Resume amplification: one socket that resumes from an old offset again and again gets
     the missed pushes once; a bystander's round trip is not held up by it; an offset from the

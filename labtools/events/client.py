@@ -147,6 +147,7 @@ class EventClient:
         self._position: Position | None = None
         self._seen = Seen()
         self._held: list[Any] | None = None  # pushes with an offset, held while a resume is answered
+        self._held_from_connect = False  # ``connect(hold=True)``: the first resume releases them
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
         self._waiters: list[tuple[str, Callable[[Any], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
@@ -164,10 +165,18 @@ class EventClient:
         intercept: Intercept | None = None,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        hold: bool = False,
         **options: Any,
     ) -> EventClient:
-        """Open the socket (``http://`` URLs are turned into ``ws://``); see ``open``."""
+        """Open the socket (``http://`` URLs are turned into ``ws://``); see ``open``.
+
+        ``hold``: a ``resume`` will follow, so pushes with an offset are held from the first
+        frame on, not only from when ``resume`` is sent: one that arrives before it (newer than
+        what the replay brings) is handed over after the replay, in offset order."""
         client = cls(name, trace, intercept=intercept)
+        if hold:
+            client._held = []
+            client._held_from_connect = True
         await client.open(url, query=query, headers=headers, **options)
         return client
 
@@ -235,8 +244,11 @@ class EventClient:
                 raise ValueError("no position to resume from: nothing with an offset was received")
             offset = self._position[0] if offset is None else offset
             epoch = self._position[1] if epoch is None else epoch
-        holding = self._held is None  # a resume within a resume leaves the release to the outer one
-        if holding:
+        # A resume within a resume leaves the release to the outer one; the first resume after
+        # ``connect(hold=True)`` releases what was held since the connection opened.
+        holding = self._held is None or self._held_from_connect
+        self._held_from_connect = False
+        if self._held is None:
             self._held = []
         try:
             answer = await self.request("resume", {"offset": offset, "epoch": epoch}, timeout)

@@ -106,7 +106,9 @@ class Reconnecting:
     async def _open(self) -> EventClient:
         if self.client is not None and self._since is None:
             self._since = self.client.position  # where the lost socket stood: resume from there
-        client = await EventClient.connect(self.url, name=self.name, **self.options)
+        # Pushes that beat the resume to the new socket wait for its replay (newer after older).
+        hold = self.resumes and self._since is not None
+        client = await EventClient.connect(self.url, name=self.name, hold=hold, **self.options)
         for event, listener in self._listeners:
             client.on(event, listener)
         self.client = client
