@@ -93,6 +93,7 @@ from labtools.deploy.redis import missing_message as redis_missing
 from labtools.events import AckError, EventClient
 from labtools.sim.chat_users import ChatUser
 from labtools.sim.faults import FaultyProxy
+from labtools.sim.nodes import wait_until
 
 APPS = ("chat", "minichat", "bands")
 NODES = 3
@@ -130,15 +131,6 @@ def percentiles(samples: list[float]) -> tuple[float | None, float | None]:
         return None, None
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
 
 
 @dataclass
@@ -594,6 +586,23 @@ def abort(client: EventClient) -> None:
         client.connection.transport.abort()
 
 
+async def request_outcome(client: EventClient, event: str, data: Any, ledger: Ledger, app: str) -> str:
+    """One acknowledged request's outcome: ``acked``, ``maybe`` (the broker may have taken it),
+    ``refused:CODE``, ``timeout`` (the socket is then cut) or ``closed``."""
+    try:
+        await client.request(event, data, timeout=SEND_TIMEOUT)
+        return "acked"
+    except AckError as error:
+        ledger.refusals[f"{app}:{error.code}"] += 1
+        # "the broker took the change but this node lost sight of it: it may have been made"
+        return "maybe" if "may have been made" in error.message else f"refused:{error.code}"
+    except TimeoutError:
+        abort(client)
+        return "timeout"
+    except (ConnectionError, ConnectionClosed, WebSocketException, OSError):
+        return "closed"
+
+
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
@@ -737,17 +746,7 @@ class MiniClient(Supervised):
             outcome = "cancelled"
             self.ledger.outcomes[text] = outcome
             try:
-                await client.request("msg-to-server", {"text": text}, timeout=SEND_TIMEOUT)
-                outcome = "acked"
-            except AckError as error:
-                self.ledger.refusals[f"minichat:{error.code}"] += 1
-                # "the broker took the change but this node lost sight of it: it may have been made"
-                outcome = "maybe" if "may have been made" in error.message else f"refused:{error.code}"
-            except TimeoutError:
-                outcome = "timeout"
-                abort(client)
-            except (ConnectionError, ConnectionClosed, WebSocketException, OSError):
-                outcome = "closed"
+                outcome = await request_outcome(client, "msg-to-server", {"text": text}, self.ledger, "minichat")
             finally:
                 self.ledger.outcomes[text] = outcome
             if outcome == "acked":
@@ -794,16 +793,7 @@ class Voter(Supervised):
             outcome = "cancelled"
             self.ledger.votes[outcome][band] += 1
             try:
-                await client.request("vote-band", band, timeout=SEND_TIMEOUT)
-                outcome = "acked"
-            except AckError as error:
-                self.ledger.refusals[f"bands:{error.code}"] += 1
-                outcome = "maybe" if "may have been made" in error.message else f"refused:{error.code}"
-            except TimeoutError:
-                outcome = "timeout"
-                abort(client)
-            except (ConnectionError, ConnectionClosed, WebSocketException, OSError):
-                outcome = "closed"
+                outcome = await request_outcome(client, "vote-band", band, self.ledger, "bands")
             finally:
                 self.ledger.votes["cancelled"][band] -= 1
                 self.ledger.votes[outcome][band] += 1
