@@ -468,6 +468,46 @@ def test_resume_across_a_restart_without_a_broker(tmp_path: Path) -> None:
     other.stop()
 
 
+def test_resuming_on_a_node_that_lags_sends_nothing_the_client_has(tmp_path: Path) -> None:
+    """Two nodes on one database and no bus: ``behind`` hears no bell from ``ahead``, so it lags
+    until it stores a message itself. Ana, sent m0-m2 by ``ahead``, resumes on ``behind``: when
+    it catches up it does not push her m0-m2 again (on the wire), and an offset past every
+    stored message is refused."""
+    db = str(tmp_path / "chat.db")
+    ahead = labtools.serve("chat", name="chat-lag-ahead", db=db, fast_hashing=True)
+    pedro, ana = ChatUser("Pedro"), ChatUser("Ana")
+    run(pedro.sign_up(ahead.url))
+    run(ana.sign_up(ahead.url))
+    behind = labtools.serve("chat", name="chat-lag-behind", db=db, fast_hashing=True)  # knows them
+
+    async def main() -> None:
+        tab = await Tab().open(ahead.url, ana.token)
+        for i in range(3):
+            await pedro.send(ana, f"m{i}")
+        await eventually(lambda: len(tab.pushes) == 3, what="Ana's tab on the node ahead gets m0-m2")
+        last = tab.pushes[-1]
+        await tab.close()
+        back = await Tab().open(behind.url, ana.token)
+        assert behind.server.state.mailbox.cursor < int(last["offset"])  # it does lag
+        answer = await back.client.request("resume", {"offset": last["offset"], "epoch": last["epoch"]})
+        assert answer == {"missed": 0, "offset": last["offset"], "epoch": last["epoch"]}
+        await pedro.disconnect()
+        await pedro.connect(behind.url)
+        live = await pedro.send(ana, "m3")  # stored on the node behind: it catches up, m0-m3
+        await eventually(lambda: behind.server.state.mailbox.cursor == live["id"], what="the catch-up")
+        await eventually(lambda: back.texts() == ["m3"], what="the live push")
+        await asyncio.sleep(0.1)
+        assert back.texts() == ["m3"]
+        with pytest.raises(AckError) as caught:
+            await back.client.request("resume", {"offset": str(live["id"] + 1), "epoch": last["epoch"]})
+        assert caught.value.code == "invalid-data" and "no server sent it" in caught.value.message
+        await back.close()
+
+    run(main())
+    ahead.stop()
+    behind.stop()
+
+
 # ----- one SQLite file, several writing processes -----------------------------------------------
 
 WRITER = """

@@ -54,6 +54,7 @@ OFFSET = re.compile(r"[0-9]{1,19}", re.ASCII)
 BAD_OFFSET = f"'offset' must be a message id as a decimal string (0 to {MAX_ID})"
 TOO_MANY = (f"more than {MAX_RESUME} messages were missed: load the history of each conversation "
             "(history with 'after') instead")
+FUTURE = "'offset' is past every message stored: no server sent it"
 OTHER_EPOCH = ("that offset belongs to another life of this chat's database (another epoch): "
                "load the history of each conversation again")
 
@@ -128,7 +129,10 @@ class Mailbox:
         if id <= self.cursor:  # delivered already (a catch-up was faster)
             return
         self.cursor = id
-        targets = {*self.presence.sockets(message["from"]), *self.presence.sockets(message["to"])}
+        # A socket whose client said in ``resume`` that it holds this id already (it was sent
+        # it by a node ahead of this one) is skipped: nothing reaches a connection twice.
+        targets = [client for client in {*self.presence.sockets(message["from"]), *self.presence.sockets(message["to"])}
+                   if client.session.offset < id]
         if targets:
             for client in targets:
                 client.session.offset = id
@@ -174,6 +178,8 @@ class Mailbox:
         if epoch != self.epoch:
             raise EventError("too-old", OTHER_EPOCH)
         session = client.session
+        if offset > max(session.offset, self.cursor) and offset > await self.store.last_id():
+            raise EventError("invalid-data", FUTURE)
         missed: list[dict[str, Any]] = []
         if offset < session.covered:
             missed = await self.store.since(uid, offset, session.covered, MAX_RESUME + 1)
@@ -183,6 +189,8 @@ class Mailbox:
         for message in missed:
             self.server.send_text([client], "personal-message", self.frame(message))
         self.replayed += len(missed)
+        # A client ahead of this node (it was sent more by another node) stays where it is: the
+        # pushes up to its offset, when this node catches up, are not sent to it (``deliver``).
         latest = max(offset, session.offset, missed[-1]["id"] if missed else 0)
         session.offset = latest
         return {"missed": len(missed), "offset": str(latest), "epoch": self.epoch}
