@@ -18,26 +18,28 @@ socket: a ``rate-limited`` answer is retried by the load generator after 10 ms).
 The server's methods are wrapped at run time (in this process only; labtools' files are not
 touched) to stamp ``time.perf_counter_ns()`` per message, correlated by the message's
 ``clientId`` (unique per phase, sender and message), and per batch of the group commit (one
-batch is in flight at a time, so the k-th hand-off, the k-th run on the database thread and the
-k-th ``_written`` are the same batch). Each acknowledged message of the measured phase gets:
+batch is in flight at a time, so the k-th ``write_batch``, the k-th transaction that succeeds
+and the k-th ``_answer`` are the same batch). Each acknowledged message of the measured phase gets:
 
 1. bytes read (``Connection.data_received`` entered) -> its handler called (frame parsing,
    rate limit, JSON decoding, dispatch);
 2. handler called -> ``Store.add_message`` (validation, the recipient's lookup);
-3. add_message -> its batch handed to the database thread (``Store.write_batch``): waiting for
+3. add_message -> its batch written (``Store.write_batch``): waiting for
    the batch in flight to be committed (group commit), or for the rest of the loop's turn;
-4. handed -> the database thread starts the batch (``Store._add_messages``: the executor's hand-off);
-5. the database thread's INSERTs and COMMIT for the whole batch (wall time; its CPU is printed too);
-6. the database thread done -> ``Store._written`` runs on the loop (``call_soon_threadsafe``);
-7. ``_written`` -> the handler's coroutine resumes after its ``await`` (the Task's wake-up, behind
+4. write_batch -> the batch's transaction begins (``Store._add_messages``): nothing on the loop;
+   the executor's hand-off for a batch that found the write lock taken and went to the thread;
+5. the batch's INSERTs and COMMIT (wall time; its CPU is printed too), on the loop or the thread;
+6. the transaction done -> the batch's futures answered (``Store._answer``; from the thread, after
+   ``call_soon_threadsafe``);
+7. answered -> the handler's coroutine resumes after its ``await`` (the Task's wake-up, behind
    the batch's earlier messages);
 8. resumed -> the acknowledgement written (the pushes to both users, the ack, one write).
 
 Also: batch sizes, the event loop's lag (the lateness of a 1 ms timer), the CPU of the process,
-of the loop's thread and of the database thread, the throughput, and the load generator's own
-ack latency (send -> ack at the client), whose p50 minus the server's median is the time a
-message spends outside the server's handling: in the client, the kernel and the network stack,
-and in the socket waiting to be read.
+of the loop's thread and of the database thread, how many batches went to the thread, the
+throughput, and the load generator's own ack latency (send -> ack at the client), whose p50
+minus the server's median is the time a message spends outside the server's handling: in the
+client, the kernel and the network stack, and in the socket waiting to be read.
 
 Why: in a closed loop, throughput = messages in flight / mean ack latency (Little's law: here
 2P messages are always in flight). So any wait, anywhere, caps the throughput whatever the CPU
@@ -79,11 +81,11 @@ ns = time.perf_counter_ns
 STAGES = (
     "1. bytes read → handler called",
     "2. handler called → Store.add_message",
-    "3. add_message → batch handed to the DB thread (group commit wait)",
-    "4. handed → DB thread starts the batch (executor hand-off)",
-    "5. DB thread: the batch's INSERTs + COMMIT",
-    "6. DB thread done → `_written` on the loop (call_soon_threadsafe)",
-    "7. `_written` → handler's coroutine resumes (Task wake-up)",
+    "3. add_message → `write_batch` (group commit: the end of the loop's turn)",
+    "4. `write_batch` → the batch's transaction begins (the thread's hand-off, if it went there)",
+    "5. the batch's INSERTs + COMMIT (loop, or thread if the lock was taken)",
+    "6. transaction done → its futures answered (`_answer`)",
+    "7. answered → handler's coroutine resumes (Task wake-up)",
     "8. resumed → acknowledgement written (pushes + ack)",
 )
 
@@ -101,8 +103,9 @@ class Timeline:
         self.handled: list[tuple[Any, int, int, int]] = []  # (clientId, read, handler called, dequeued or 0)
         self.added: list[tuple[Any, int]] = []  # (clientId, add_message called)
         self.handed: list[int] = []  # per batch: write_batch called
-        self.db: list[tuple[int, int, int, int]] = []  # per batch: (start, end, thread CPU ns, rows), DB thread
-        self.written: list[tuple[int, list]] = []  # per batch: (_written called, the batch's rows)
+        self.db: list[tuple[int, int, int, int]] = []  # per batch: (start, end, thread CPU ns, rows), loop or thread
+        self.written: list[tuple[int, list]] = []  # per batch: (_answer called, the batch's rows)
+        self.on_thread = 0  # batches written on the database thread (they found the write lock taken)
         self.resumed: list[tuple[Any, int]] = []  # (clientId, the handler resumed)
         self.acked: list[tuple[Any, int]] = []  # (clientId, acknowledgement written)
         self.refused: list[tuple[int, str]] = []  # (when, code): refusals of any frame
@@ -201,25 +204,25 @@ def instrument(server: Any, timeline: Timeline) -> None:
     db = timeline.db.append
     threads = timeline.threads
 
-    def add_messages(rows: list) -> Any:  # on the database thread
+    def add_messages(connection: Any, rows: list) -> Any:  # on the loop, or the database thread
         start, cpu = ns(), time.thread_time_ns()
-        if not threads[1]:
+        if threading.get_native_id() != threads[0]:
             threads[1] = threading.get_native_id()
-        try:
-            return original_insert(rows)
-        finally:
-            db((start, ns(), time.thread_time_ns() - cpu, len(rows)))
+            timeline.on_thread += 1
+        result = original_insert(connection, rows)  # a busy error (the lock taken) is not a batch's run
+        db((start, ns(), time.thread_time_ns() - cpu, len(rows)))
+        return result
 
     store._add_messages = add_messages
 
-    original_written = need(store, "_written", "Store")
+    original_answer = need(store, "_answer", "Store")
     written = timeline.written.append
 
-    def _written(loop: asyncio.AbstractEventLoop, batch: list, done: Any, error: Any) -> None:
+    def _answer(batch: list, results: Any, error: Any) -> None:
         written((ns(), batch))
-        original_written(loop, batch, done, error)
+        original_answer(batch, results, error)
 
-    store._written = _written
+    store._answer = _answer
 
     resumed = timeline.resumed.append
     handler_code = getattr(getattr(original_handler, "func", None), "__code__", None)
@@ -406,7 +409,7 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
 
     handled, added, resumed, acked = (mine(records) for records in (
         timeline.handled, timeline.added, timeline.resumed, timeline.acked))
-    # One batch in flight at a time: the k-th hand-off, DB run and _written are the same batch.
+    # One batch in flight at a time: the k-th write_batch, successful transaction and _answer are the same batch.
     batches = min(len(timeline.handed), len(timeline.db), len(timeline.written))
     per_message: dict[str, tuple[int, int, int, int, int]] = {}
     mismatched = 0
@@ -471,8 +474,8 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
                "loopRunqueuePct": pct(sched0[0][1], sched1[0][1], 1e9),
                "dbOnCpuPct": pct(sched0[1][0], sched1[1][0], 1e9),
                "dbRunqueuePct": pct(sched0[1][1], sched1[1][1], 1e9)}
-        # From the hand-off to the batch's end, the DB thread is on a CPU, waiting for one, or blocked:
-        # on the GIL (the loop's thread holds it while it runs Python), or a lock.
+        # From write_batch to the batch's end. For batches on the DB thread, that thread is on a CPU, waiting
+        # for one, or blocked: on the GIL (the loop's thread holds it while it runs Python), or a lock.
         cpu["dbInFlightPct"] = 100 * in_flight / seconds
         cpu["dbBlockedPct"] = cpu["dbInFlightPct"] - cpu["dbOnCpuPct"] - cpu["dbRunqueuePct"]
     refused: dict[str, int] = {}
@@ -538,8 +541,9 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
         f"{fmt(batches['size']['median'])}, p90 {fmt(batches['size']['p90'])}, largest "
         f"{fmt(batches['size']['max'])}; the batch a message rode in: median "
         f"{fmt(batches['sizePerMessage']['median'])}, p90 {fmt(batches['sizePerMessage']['p90'])}. "
-        f"DB thread per batch (stage 5): wall median {fmt(batches['dbWallUs']['median'])} µs, of which on its "
-        f"CPU clock {fmt(batches['dbCpuUs']['median'])} µs.",
+        f"Per batch (stage 5): wall median {fmt(batches['dbWallUs']['median'])} µs, of which on its thread's "
+        f"CPU clock {fmt(batches['dbCpuUs']['median'])} µs; {timeline.on_thread:,} batches of the whole run went "
+        "to the database thread (the write lock was taken), the rest were written on the loop.",
         f"- **Event loop lag** (lateness of a 1 ms timer): p50 {fmt(lag['median'], 2)} ms, p90 {fmt(lag['p90'], 2)}, "
         f"p99 {fmt(lag['p99'], 2)}, max {fmt(lag['max'], 2)} ms (idle, before the load: p50 "
         f"{fmt(idle['median'], 2)} ms).",
@@ -549,23 +553,26 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
             f"- **CPU** (% of one core, over the window): this process {fmt(cpu['processPct'])}% "
             f"(loadgen's view: {fmt(phase.get('serverCpuPct'))}%, {fmt(phase.get('serverCpuUsPerMsg'))} µs/msg); "
             f"the loop's thread on CPU {fmt(cpu['loopOnCpuPct'])}%, runnable but waiting for a core "
-            f"{fmt(cpu['loopRunqueuePct'])}%; the load generator {fmt(phase.get('loadgenCpuPct'))}%. The DB thread "
-            f"has a batch (handed → done, stages 4–5) {fmt(cpu['dbInFlightPct'])}% of the time: on CPU "
-            f"{fmt(cpu['dbOnCpuPct'])}%, waiting for a core {fmt(cpu['dbRunqueuePct'])}%, blocked "
-            f"{fmt(cpu['dbBlockedPct'])}% (off CPU and not runnable: waiting for the GIL while the loop's thread "
-            f"runs Python, switch interval {figures['switchIntervalMs']:g} ms, or for I/O at a WAL checkpoint).")
+            f"{fmt(cpu['loopRunqueuePct'])}%; the load generator {fmt(phase.get('loadgenCpuPct'))}%. A batch is "
+            f"being written (stages 4–5) {fmt(cpu['dbInFlightPct'])}% of the time"
+            + ("." if not timeline.on_thread else
+               f"; the DB thread, for the batches it wrote, on CPU {fmt(cpu['dbOnCpuPct'])}%, waiting for a core "
+               f"{fmt(cpu['dbRunqueuePct'])}%, blocked {fmt(cpu['dbBlockedPct'])}% (off CPU and not runnable: "
+               f"waiting for the GIL while the loop's thread runs Python, switch interval "
+               f"{figures['switchIntervalMs']:g} ms, or for the write lock)."))
     example = figures["medianMessageUs"]
     lines += [
         f"- **Refusals** in the window: {figures['refused'] or 'none'}; loadgen's rate-limited retries "
         f"{phase.get('rateLimitedRetries', '?')}, errors {phase.get('errors') or 'none'}.",
         "- **The median message** (µs after its bytes were read): " + ", ".join(
             f"{label} +{value:,.0f}" for label, value in zip(
-                ("handler", "add_message", "handed", "DB start", "DB done", "_written", "resumed", "ack written"),
+                ("handler", "add_message", "write_batch", "DB start", "DB done", "answered", "resumed", "ack written"),
                 example[1:], strict=True)) + ".",
         f"- Stamps: resumed = {timeline.resume_point}; ack written = {timeline.ack_point}.",
     ]
     if figures.get("mismatchedBatches"):
-        lines.append(f"- {figures['mismatchedBatches']} batches did not line up (hand-off, DB run, _written): skipped.")
+        lines.append(f"- {figures['mismatchedBatches']} batches did not line up "
+                     "(write_batch, transaction, _answer): skipped.")
     return "\n".join(lines)
 
 

@@ -84,6 +84,49 @@ def test_a_failing_message_fails_alone(tmp_path) -> None:
     run(main())
 
 
+def test_a_batch_that_finds_the_write_lock_taken_waits_on_the_thread_not_the_loop(tmp_path) -> None:
+    """Another process's write transaction holds the lock: the batch goes to the thread, which
+    waits for it, while the loop goes on (a timer keeps firing); it is stored once the lock is free."""
+    path = tmp_path / "chat.db"
+
+    async def main() -> None:
+        store = await _store_with_users(path, "ana", "pedro")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # as another node of the deployment, mid-commit
+        stored = asyncio.ensure_future(store.add_message("ana", "pedro", "waits", "w"))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not stored.done() and ticks == 20 and store.batches_on_thread == 1
+        other.execute("COMMIT")
+        message, new = await asyncio.wait_for(stored, 5)
+        assert new and message["message"] == "waits"
+        again = await store.add_message("pedro", "ana", "the lock is free: on the loop again", None)
+        assert again[1] and store.batches_on_thread == 1
+        other.close()
+        await store.close()
+
+    run(main())
+
+
+def test_the_log_is_checkpointed_on_the_thread(tmp_path, monkeypatch) -> None:
+    from labtools.apps.chat import store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 50)
+
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+        assert store.writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # never on the loop
+        for round in range(4):
+            await asyncio.gather(*(store.add_message("ana", "pedro", f"{round}-{i}", None) for i in range(30)))
+            await store._run(lambda: None)  # the thread has done what it was asked
+        assert store.checkpoints == 2  # after 60 and 120 messages
+        await store.close()
+
+    run(main())
+
+
 def test_history_and_catch_up_search_the_pair_index(tmp_path) -> None:
     async def create() -> None:  # the chat's own schema, then read its plans from outside
         await (await _store_with_users(tmp_path / "plan.db")).close()

@@ -159,7 +159,8 @@ def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path) -> None:
             store.db.execute(f"PRAGMA max_page_count = {pages}")
             return store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
-        before = await store._run(cap)
+        before = await store._run(cap)  # the thread's connection, then the loop's (it writes the batches)
+        store.writer.execute(f"PRAGMA max_page_count = {store.writer.execute('PRAGMA page_count').fetchone()[0]}")
         with pytest.raises(AckError) as refused:
             for number in range(2000):  # a page or two of room may be left: fill it
                 await pedro.socket.request("personal-message", {"to": ana.uid, "message": "x" * 500 + str(number)}, 5,

@@ -1,29 +1,40 @@
-"""The chat's storage: users and messages in SQLite, off the event loop.
+"""The chat's storage: users and messages in SQLite, without stalling the event loop.
 
 Why a dedicated thread: ``sqlite3`` calls block, and the event loop that runs the server also
-runs every other client's frames; one slow ``COMMIT`` in the loop would stall every
-conversation. All database work goes to a single worker thread that owns the one connection,
-so statements never interleave, nothing needs a lock, and the loop only awaits a future.
+runs every other client's frames; a statement that waits (for another process's write lock, a
+checkpoint's ``fsync``, a long read) would stall every conversation. So reads, sign-ups and
+checkpoints go to one worker thread that owns its connection: statements never interleave,
+nothing needs a lock, and the loop only awaits a future.
+
+Why a batch of messages is written on the loop all the same: handing it to the thread costs
+more than writing it. The thread must take Python's lock back after every SQLite call, and
+under load the loop holds it: measured, a 100-message batch needed 1.2 ms of CPU and 12-20 ms
+of waiting for the lock (``benchmarks/chat_timeline.py``). Written on the loop, in one
+``executemany``, it costs the loop about 12 µs per message and waits for nothing. Only when
+the write lock is free at once: the loop's connection never waits (busy timeout 0) and never
+checkpoints, and a batch that finds the lock taken (another node of the deployment is writing)
+goes to the thread, which waits for it. (better-sqlite3, Node's synchronous SQLite, makes the
+same bet.)
 
 Why WAL with ``synchronous=NORMAL``: a commit is then a write to the log without an ``fsync``,
 so storing a message costs microseconds, and a committed message survives the server process
 dying or restarting (what the lesson shows). Only a power cut can lose the last commits; a
-bank would pay for ``synchronous=FULL``, a course chat does not.
+bank would pay for ``synchronous=FULL``, a course chat does not. The log is copied into the
+database (a checkpoint, which does ``fsync``) on the thread, every ``CHECKPOINT_EVERY`` messages.
 
-Why group commit: handing a statement to the thread and its answer back costs more CPU than
-the insert, and each ``COMMIT`` is a write to the log. So messages are stored in batches: the
-first one goes at once, and those that arrive while a batch is being written wait for the
-next one, stored in one transaction with one hand-off. Each message is still acknowledged only
-after the ``COMMIT`` that holds its row, and the UNIQUE (sender, client_id) index still decides
-what is a retry, inside a batch too. An idle chat writes batches of one; a busy one, batches of
-tens (``batches``, ``batched_messages`` and ``largest_batch`` count them).
+Why group commit: each ``COMMIT`` is a write to the log, and each statement a trip into
+SQLite. So messages are stored in batches: those that arrive in one turn of the event loop (or
+while a batch is with the thread) go together, in one transaction. Each message is still
+acknowledged only after the ``COMMIT`` that holds its row, and the UNIQUE (sender, client_id)
+index still decides what is a retry, inside a batch too. An idle chat writes batches of one; a
+busy one, batches of tens (``batches``, ``batched_messages`` and ``largest_batch`` count them).
 
 Why a busy timeout and an epoch: several nodes of the chat on one machine share this one file
-(``mailbox``). SQLite lets one writer at a time in; the others wait for the lock (up to
-``BUSY_TIMEOUT_S``) instead of failing at once. The ``meta`` table holds the database's epoch,
-a random id drawn when the database is created: message ids are offsets in that epoch, and a
-new database (a temporary one, a deleted file) is a new epoch, so a client's old offset is
-recognised as meaningless rather than misread.
+(``mailbox``). SQLite lets one writer at a time in; the thread's statements wait for the lock
+(up to ``BUSY_TIMEOUT_S``) instead of failing at once. The ``meta`` table holds the database's
+epoch, a random id drawn when the database is created: message ids are offsets in that epoch,
+and a new database (a temporary one, a deleted file) is a new epoch, so a client's old offset
+is recognised as meaningless rather than misread.
 
 Why mode 0600: the file holds password hashes, emails and private messages. The database is
 created readable by its owner only, before SQLite opens it, and SQLite gives the WAL and
@@ -34,12 +45,13 @@ are tightened when the store opens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ...events import EventError
@@ -73,8 +85,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 MESSAGE_COLUMNS = "id, sender, recipient, body, created_at, client_id"
 INSERT = (
     "INSERT INTO messages (pair, sender, recipient, body, created_at, client_id) VALUES (?, ?, ?, ?, ?, ?)"
-    f" ON CONFLICT (sender, client_id) DO NOTHING RETURNING {MESSAGE_COLUMNS}"
+    " ON CONFLICT (sender, client_id) DO NOTHING"
 )
+LAST_ID = "SELECT coalesce(max(id), 0) FROM messages"
+INSERTED = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > ? ORDER BY id"
 HISTORY_LAST = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? ORDER BY id DESC LIMIT ?"
 HISTORY_AFTER = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ? AND id > ? ORDER BY id LIMIT ?"
 SELECT_RETRY = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND client_id = ?"
@@ -85,8 +99,11 @@ SINCE = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ?1 AND id > ?2 
 AFTER = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > ? ORDER BY id LIMIT ?"
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger one cannot even be bound to a query
 PRIVATE = 0o600
-#: Seconds a statement waits for another process's write lock before it fails.
+#: Seconds a statement on the thread waits for another process's write lock before it fails.
 BUSY_TIMEOUT_S = 10.0
+#: Messages written on the loop between two checkpoints on the thread (SQLite's own automatic
+#: checkpoint comes every 1,000 pages of log; a batch of messages writes a few pages).
+CHECKPOINT_EVERY = 1000
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -100,6 +117,11 @@ def refusal(error: BaseException) -> BaseException:
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return EventError("storage-full", "the server's disk is full: nothing was stored; try again later")
     return error
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is SQLite's "another connection holds the lock" (any SQLITE_BUSY_*)."""
+    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def pair_key(a: str, b: str) -> str:
@@ -117,7 +139,8 @@ def _message(row: tuple) -> dict[str, Any]:
 
 
 class Store:
-    """Users and messages in one SQLite file, every statement run on one worker thread."""
+    """Users and messages in one SQLite file: message batches on the loop when the write lock is
+    free, every other statement on one worker thread."""
 
     def __init__(self, path: str, *, max_batch: int | None = None) -> None:
         """``max_batch``: the most messages one transaction stores (None: every one waiting).
@@ -128,7 +151,11 @@ class Store:
         self.path = path
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
-        self._db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # the thread's
+        self._writer: sqlite3.Connection | None = None  # the loop's: message batches only, never waits
+        self._unchecked = 0  # messages written on the loop since the last checkpoint was asked for
+        self._checkpoint: Future[None] | None = None
+        self.checkpoints = 0
         self.epoch = ""  # the database's epoch, read at ``open``
         # Group commit (``add_message``): messages waiting for the next batch, whether one is
         # being written, and counters of what the batches held.
@@ -137,6 +164,7 @@ class Store:
         self.batches = 0
         self.batched_messages = 0
         self.largest_batch = 0
+        self.batches_on_thread = 0  # batches that found the write lock taken
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -153,23 +181,29 @@ class Store:
     # ----- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Create or open the database on the thread, then the loop's own connection to it."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            raise ValueError("the chat's store is a file: its two connections must see one database")
         await self._run(self._open)
+        self._writer = self._connect(busy_timeout=0.0)
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints are the thread's
 
-    def _open(self) -> None:
-        on_disk = self.path != ":memory:" and not self.path.startswith("file:")
-        if on_disk:
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE))  # exists, 0600, before SQLite
-        # autocommit: one statement, one commit
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-        db.execute("PRAGMA journal_mode=WAL")
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        # autocommit: one statement, one commit (batches open their own transaction)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def _open(self) -> None:
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE))  # exists, 0600, before SQLite
+        db = self._connect(BUSY_TIMEOUT_S)
+        db.execute("PRAGMA journal_mode=WAL")  # stored in the file: every connection uses it
         db.executescript(SCHEMA)
         db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (secrets.token_hex(8),))
         (self.epoch,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         self._db = db
-        if on_disk:
-            self._tighten()
+        self._tighten()
 
     def _tighten(self) -> None:
         """Make the database and its side files owner-only (older files may be world-readable)."""
@@ -182,7 +216,11 @@ class Store:
                 continue
 
     async def close(self) -> None:
-        """Close the connection on its own thread, then stop the thread (idempotent)."""
+        """Close the loop's connection here, the thread's on its thread, then stop the thread
+        (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._db is not None:
             await self._run(self._close)
         self._executor.shutdown(wait=True)
@@ -241,9 +279,10 @@ class Store:
         constraint makes that check and the insert one atomic statement.
 
         Group commit: the message joins the next batch, and the future resolves once the batch's
-        transaction is committed. While one batch is being written, the messages that arrive
-        wait and go together as the next one: one hand-off to the database thread and one
-        ``COMMIT`` for all of them, so the busier the chat, the less each message costs.
+        transaction is committed. The batch is written at the end of this turn of the event
+        loop, so every message that arrived in the same turn joins it (and, while a batch is
+        with the thread, every one that arrives meanwhile joins the next): one transaction for
+        all of them, so the busier the chat, the less each message costs.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[dict[str, Any], bool]] = loop.create_future()
@@ -254,6 +293,8 @@ class Store:
         return future
 
     def write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the waiting messages (up to ``max_batch``) in one transaction: here, on the loop,
+        if the write lock is free at once; on the thread, which waits for it, if not."""
         cut = len(self._waiting) if self.max_batch is None else self.max_batch
         batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
         self.batches += 1
@@ -261,70 +302,127 @@ class Store:
         self.largest_batch = max(self.largest_batch, len(batch))
         rows = [row[:4] for row in batch]
         try:
-            done = self._executor.submit(self._add_messages, rows)
-        except RuntimeError as error:  # the store is closed
-            self._written(loop, batch, None, error)
-            return
-        done.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._written, loop, batch, done, None))
-
-    def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Any, error: BaseException | None) -> None:
-        """On the loop: answer every message of the batch, then send the next batch, if any."""
-        if error is None:
-            error = done.exception()
-        if error is None:
-            for row, result in zip(batch, done.result(), strict=True):
-                future = row[4]
-                if future.done():  # its handler was cancelled (the server is closing)
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(refusal(result))
-                else:
-                    future.set_result(result)
+            results = self._add_messages(self.writer, rows)
+        except sqlite3.Error as error:
+            if not is_busy(error):  # (a busy error leaves nothing written: rolled back, or never begun)
+                self._answer(batch, None, error)
+                self._next(loop)
+                return
         else:
-            for row in batch:
-                if not row[4].done():
-                    row[4].set_exception(refusal(error))
+            self._answer(batch, results, None)
+            self._checkpoint_now_and_then(len(rows))
+            self._next(loop)
+            return
+        # Another process holds the write lock: the thread waits for it, the loop does not.
+        self.batches_on_thread += 1
+        try:
+            done = self._executor.submit(self._add_messages_on_thread, rows)
+        except RuntimeError as error:  # the store is closed
+            self._answer(batch, None, error)
+            self._next(loop)
+            return
+        done.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, loop, batch, done))
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise sqlite3.ProgrammingError("the store is closed")
+        return self._writer
+
+    def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Future) -> None:
+        """On the loop: the thread wrote a batch. Answer its messages, then write the next."""
+        error = done.exception()
+        self._answer(batch, None if error is not None else done.result(), error)
+        self._next(loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._waiting:
-            self.write_batch(loop)
+            loop.call_soon(self.write_batch, loop)  # the answered handlers run first
         else:
             self._writing = False
 
-    def _add_messages(self, rows: list[tuple[str, str, str, str | None]]) -> list[Any]:
-        """One transaction for the batch; if it fails, each message alone (its own answer)."""
-        db = self.db
-        created_at = int(time.time() * 1000)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                results: list[Any] = [self._insert(db, *row, created_at) for row in rows]
-                db.execute("COMMIT")
-                return results
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error:
-            if len(rows) == 1:
-                raise
-        return [self._add_alone(row, created_at) for row in rows]
+    @staticmethod
+    def _answer(batch: list, results: list[Any] | None, error: BaseException | None) -> None:
+        """Resolve each message's future: its own result or error, or the batch's error."""
+        for row, result in zip(batch, results or [error] * len(batch), strict=True):
+            future = row[4]
+            if future.done():  # its handler was cancelled (the server is closing)
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(refusal(result))
+            else:
+                future.set_result(result)
 
-    def _add_alone(self, row: tuple[str, str, str, str | None], created_at: int) -> Any:
+    def _checkpoint_now_and_then(self, written: int) -> None:
+        """Every ``CHECKPOINT_EVERY`` messages written on the loop, ask the thread to copy the log
+        into the database (a checkpoint ``fsync``s: never on the loop), unless one is under way."""
+        self._unchecked += written
+        if self._unchecked < CHECKPOINT_EVERY or (self._checkpoint is not None and not self._checkpoint.done()):
+            return
+        self._unchecked = 0
+        with contextlib.suppress(RuntimeError):  # the store is closing: its last commit is in the log
+            self._checkpoint = self._executor.submit(self._wal_checkpoint)
+
+    def _wal_checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.checkpoints += 1
+
+    def _add_messages_on_thread(self, rows: list[tuple[str, str, str, str | None]]) -> list[Any]:
+        return self._add_messages(self.db, rows)
+
+    def _add_messages(self, db: sqlite3.Connection, rows: list[tuple[str, str, str, str | None]]) -> list[Any]:
+        """One transaction for the batch, one ``executemany`` for its rows; if a row breaks it
+        (a recipient that does not exist), each row alone in the same transaction, with its own
+        answer. Raises SQLite's busy error at once when ``db`` does not wait for the lock."""
+        created_at = int(time.time() * 1000)
+        db.execute("BEGIN IMMEDIATE")  # the write lock, or SQLITE_BUSY (after the busy timeout)
         try:
-            return self._insert(self.db, *row, created_at)  # autocommit: one statement, one commit
-        except sqlite3.Error as error:
-            return error
+            db.execute("SAVEPOINT batch")
+            try:
+                results = self._insert_batch(db, rows, created_at)
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK TO batch")
+                results = [self._insert_alone(db, row, created_at) for row in rows]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
 
     @staticmethod
-    def _insert(
-        db: sqlite3.Connection, sender: str, recipient: str, text: str, client_id: str | None, created_at: int
-    ) -> tuple[dict[str, Any], bool]:
-        pair = pair_key(sender, recipient)
-        row = db.execute(INSERT, (pair, sender, recipient, text, created_at, client_id)).fetchone()
-        if row is not None:
-            return _message(row), True
-        # Stored already: by an earlier batch, or earlier in this one (same transaction, visible).
-        first = db.execute(SELECT_RETRY, (sender, client_id)).fetchone()
-        return _message(first), False
+    def _insert_batch(
+        db: sqlite3.Connection, rows: list[tuple[str, str, str, str | None]], created_at: int
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Insert every row; a row whose ``(sender, clientId)`` is stored already (before, or
+        earlier in this batch) is not inserted, and is answered with the stored one.
+
+        The rows inserted get ids above the largest before (the transaction holds the write
+        lock) in the batch's order, so they pair up with the batch's rows in order, skipping the
+        retries: a retry's key is stored already, so no row inserted after it has that key."""
+        (before,) = db.execute(LAST_ID).fetchone()
+        db.executemany(INSERT, [(pair_key(sender, recipient), sender, recipient, text, created_at, client_id)
+                                for sender, recipient, text, client_id in rows])
+        inserted = iter(db.execute(INSERTED, (before,)).fetchall())
+        following = next(inserted, None)
+        results: list[tuple[dict[str, Any], bool]] = []
+        for sender, _recipient, _text, client_id in rows:
+            if following is not None and following[1] == sender and following[5] == client_id:
+                results.append((_message(following), True))
+                following = next(inserted, None)
+            else:
+                first = db.execute(SELECT_RETRY, (sender, client_id)).fetchone()
+                results.append((_message(first), False))
+        if following is not None:
+            raise RuntimeError("a row the batch inserted matches none of its messages")
+        return results
+
+    @classmethod
+    def _insert_alone(cls, db: sqlite3.Connection, row: tuple[str, str, str, str | None], created_at: int) -> Any:
+        try:
+            return cls._insert_batch(db, [row], created_at)[0]
+        except sqlite3.IntegrityError as error:
+            return error
 
     async def history(self, a: str, b: str, *, after: int | None = None, limit: int = 30) -> list[dict[str, Any]]:
         """Messages between ``a`` and ``b``, oldest first: the last ``limit``, or the first after ``after``."""
