@@ -679,7 +679,7 @@ class MiniClient(Supervised):
         fails they are dropped (the next connection resumes from the same offset)."""
         since = self.position
         self.holding = None if since is None else []
-        client = EventClient(self.name, intercept=self._frame)
+        client = EventClient(self.name, intercept=self._frame, record=False)
         self.client = client
         self.welcome = None
         client.on("msg-from-server", lambda data: self._got(client, data))
@@ -772,7 +772,7 @@ class Voter(Supervised):
             self.bands = [band["id"] for band in data if isinstance(band, dict) and "id" in band]
 
     async def open(self) -> EventClient:
-        client = EventClient(self.name)
+        client = EventClient(self.name, record=False)
         self.client = client
         client.on("band-list", self._list)
         await client.open(self.url, **OPEN)
@@ -819,7 +819,7 @@ class SocketUser(ChatUser):
             self.on_frame(frame)
             return self._note_retry_after(frame)
 
-        client = EventClient(self.name, self.trace, intercept=intercept)
+        client = EventClient(self.name, self.trace, intercept=intercept, record=False)
         client.on("personal-message", lambda message: self.on_message(client, message))
         client.on("user-list", self._seen_list)
         client.on("user-status", self._seen_status)

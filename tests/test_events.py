@@ -189,6 +189,31 @@ def test_broadcast_to_all_all_but_sender_and_rooms() -> None:
     run(scenario())
 
 
+def test_a_client_that_does_not_record_still_hears_everything() -> None:
+    """``record=False`` (a long-lived client among many): nothing is kept in ``received``, the
+    listeners get every push, and ``wait_for`` waits for the next one."""
+
+    async def scenario() -> None:
+        server = await started()
+        quiet = await EventClient.connect(server.url, name="quiet", record=False)
+        heard: list[Any] = []
+        quiet.on("shout", heard.append)
+        try:
+            for k in range(50):
+                await quiet.request("shout", k)
+            assert heard == list(range(50)) and quiet.received == [] and quiet.events("shout") == []
+            waiting = asyncio.ensure_future(quiet.wait_for("shout"))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # what came before is not kept: only the next one answers
+            await quiet.emit("shout", "next")
+            assert await waiting == "next"
+        finally:
+            await quiet.aclose()
+            await server.aclose()
+
+    run(scenario())
+
+
 # ----- bad input -----------------------------------------------------------------------------------
 
 # (frame, expected code, the id its answer carries: None means an "error" event)

@@ -327,8 +327,9 @@ def course_servers(workload: str, folder: Path, before: tuple[Path, str] | None)
 def chosen(server: dict[str, Any], words: list[str]) -> bool:
     """Whether ``--servers WORD,...`` runs ``server``: every server when no word is given, else the
     servers whose name contains a word (case-insensitive). A server marked ``opt_in`` (the course
-    on asyncio's loop) runs only when a word that contains its mark names it (``asyncio``,
-    ``course-asyncio``), so that ``course`` keeps meaning the course's current (and before) server."""
+    on asyncio's loop; the trivial chat) runs only when a word that contains its mark names it
+    (``asyncio``, ``course-asyncio``; ``trivial``), so that ``course`` keeps meaning the course's
+    current (and before) server, and a run without ``--servers`` the course and its peers."""
     name = server["name"].lower()
     mark = server.get("opt_in")
     if mark is not None:
@@ -364,6 +365,9 @@ def servers(
          "command": [node, "server.mjs", "chat", "--driver", "better-sqlite3", "--port", "{port}", "--db", "{db}"]},
         {"name": "python-socketio + aiosqlite", "proto": "sio", "db": folder / "aiosqlite.db",
          "command": [str(peer_python), "server_sio.py", "--port", "{port}", "--db", "{db}"]},
+        # The load generator's ceiling (no storage, no Socket.IO): runs only when named, 'trivial'.
+        {"name": "trivial (Node ws, no storage)", "proto": "course", "opt_in": "trivial",
+         "command": [node, "server_trivial.mjs", "--port", "{port}"]},
     ]
 
 
@@ -433,7 +437,10 @@ def run_server(
     if "loop" in server:  # the course's current and asyncio servers; a before tree's is its own
         result["loop"] = server["loop"]
     result["wallS"] = round(time.monotonic() - started, 1)
-    if workload == "chat" and "error" not in result:
+    if workload == "chat" and "error" not in result and db is None:  # the trivial server stores nothing
+        for phase in result["closed"] + result["open"]:
+            phase.update(storedRows=None, storedDuplicates=0, exactlyOnce=None)
+    elif workload == "chat" and "error" not in result:
         verify_db(db, result["closed"] + result["open"])
         for suffix in ("", "-wal", "-shm"):  # checked: a repetition's database is not needed any more
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -458,7 +465,7 @@ def failures_of(result: dict[str, Any], quick: bool) -> list[str]:
                              f"duplicated {step['duplicated']}")
         return found
     for phase in result["closed"] + result["open"]:
-        if not phase["exactlyOnce"]:
+        if phase["exactlyOnce"] is False:  # None: a server without a database (nothing to check)
             found.append(f"{name}: {phase['tag']}: {phase['storedRows']} rows stored "
                          f"({phase['storedDuplicates']} duplicates) for {phase['acked']} acknowledged")
         if phase["duplicateDeliveries"]:
@@ -577,15 +584,15 @@ def chat_tables(results: list[dict[str, Any]]) -> str:
         for name, _, runs in groups:
             def at(key: str, index: int = index) -> Figure:
                 return figure("closed", index, key)
-            exact = all(r["closed"][index]["exactlyOnce"] for r in runs.values())
-            stored, acked = sum(numbers(runs, at("storedRows"))), sum(numbers(runs, at("acked")))
+            exact = all(r["closed"][index]["exactlyOnce"] is not False for r in runs.values())
+            stored, acked = numbers(runs, at("storedRows")), sum(numbers(runs, at("acked")))
             rows.append([
                 name, cell(runs, at("msgPerS"), 0), paired(runs, course, at("msgPerS")),
                 cell(runs, at("ackP50")), cell(runs, at("ackP99")), paired(runs, course, at("ackP99")),
                 cell(runs, at("deliveryP99")), cell(runs, at("serverCpuUsPerMsg")),
                 paired(runs, course, at("serverCpuUsPerMsg")), cell(runs, at("serverCpuPct"), 0),
                 cell(runs, at("loadgenCpuPct"), 0), cell(runs, at("rateLimitedRetries"), 0),
-                f"{stored:,} / {acked:,}" + ("" if exact else " ✗"),
+                (f"{sum(stored):,} / {acked:,}" if stored else f"no database / {acked:,}") + ("" if exact else " ✗"),
             ])
         pairs = phase["pairs"]
         out.append(f"### Private chat, closed loop, P={pairs} pairs ({2 * pairs} users)\n\n" + table(
@@ -748,7 +755,8 @@ def main() -> int:
         help="only the servers whose name contains one of these words (case-insensitive): e.g. 'course' runs"
              " the course's servers alone (with --course-before, current and before). The course on asyncio's"
              " loop (course-asyncio; the course's current server runs on uvloop when it is installed) runs only"
-             " when a word names it: 'course,asyncio' runs the course on both loops, with a table uvloop / asyncio")
+             " when a word names it: 'course,asyncio' runs the course on both loops, with a table uvloop / asyncio."
+             " So does the trivial chat (Node ws, no storage: the load generator's ceiling): 'trivial'")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")

@@ -135,10 +135,17 @@ def stream_position(data: Any) -> Position | None:
 class EventClient:
     """One connection to an event server, with emit, request (ack) and listeners."""
 
-    def __init__(self, name: str, trace: Trace | None = None, *, intercept: Intercept | None = None) -> None:
+    def __init__(
+        self, name: str, trace: Trace | None = None, *, intercept: Intercept | None = None, record: bool = True
+    ) -> None:
+        """``record``: keep every frame received in ``received`` (what tests and lessons read
+        back, with ``events`` and ``wait_for``). A client that lives long among many (a crowd, a
+        chaos run) passes False, or the record grows with every push: its listeners still hear
+        everything, and ``wait_for`` waits for the next matching frame."""
         self.name = name
         self.trace = trace
         self.intercept = intercept
+        self.record = record
         self.traffic = Traffic()
         self.received: list[tuple[float, str, Any]] = []
         self.errors: list[dict] = []
@@ -166,14 +173,16 @@ class EventClient:
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         hold: bool = False,
+        record: bool = True,
         **options: Any,
     ) -> EventClient:
         """Open the socket (``http://`` URLs are turned into ``ws://``); see ``open``.
 
         ``hold``: a ``resume`` will follow, so pushes with an offset are held from the first
         frame on, not only from when ``resume`` is sent: one that arrives before it (newer than
-        what the replay brings) is handed over after the replay, in offset order."""
-        client = cls(name, trace, intercept=intercept)
+        what the replay brings) is handed over after the replay, in offset order. ``record``: see
+        ``__init__``."""
+        client = cls(name, trace, intercept=intercept, record=record)
         if hold:
             client._held = []
             client._held_from_connect = True
@@ -374,7 +383,8 @@ class EventClient:
                 return
             self._position = position
         self.traffic.request(f"recv {event}")
-        self.received.append((now, event, data))
+        if self.record:
+            self.received.append((now, event, data))
         if self.trace is not None:
             self.trace.record("server", self.name, event)
         if event == "error":
