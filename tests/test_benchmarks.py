@@ -123,3 +123,39 @@ def test_peers_course_before_repeated(tmp_path: Path) -> None:
               "broadcast: RSS KiB per idle connection (100)", "chat closed P=10: server CPU µs/msg"]
     assert set(wanted) <= set(ratios), ratios
     assert all(re.fullmatch(r"\d+\.\d\d×", ratios[w]) for w in wanted), ratios
+
+
+def test_the_trivial_chat_gives_the_load_generators_ceiling(tmp_path: Path) -> None:
+    """``--servers trivial``: the chat in the course's protocol with no storage (the load
+    generator's ceiling) runs alone, loses nothing, delivers each message once, and is listed
+    without a database to check (not as a failed exactly-once check)."""
+    raw = tmp_path / "peers.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "peers/run.py"), "--quick", "--only", "chat", "--servers", "trivial",
+         "--json", str(raw)],
+        cwd=BENCHMARKS.parent, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, f"exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+    (run,) = json.loads(raw.read_text())["results"]["chat"]
+    assert run["server"] == "trivial (Node ws, no storage)"
+    for phase in run["closed"] + run["open"]:
+        assert phase["acked"] == phase["sent"] > 0 and phase["missingDeliveries"] == phase["duplicateDeliveries"] == 0
+        assert phase["storedRows"] is None and phase["exactlyOnce"] is None
+    assert "no database / " in done.stdout
+
+
+def test_the_recorded_chaos_run_is_a_full_passing_run() -> None:
+    """Lesson 11 shows ``notebooks/data/11_chaos_run.json``: a full-length run (10 minutes, 200
+    users, every kind of fault), dated, every check passed; its figure draws."""
+    from labtools.plots.nodes import chaos_latency
+
+    recorded = json.loads((BENCHMARKS.parent / "notebooks/data/11_chaos_run.json").read_text())
+    plan = recorded["plan"]
+    assert not plan["quick"] and plan["seconds"] >= 600 and plan["chat"] + plan["minichat"] + plan["bands"] == 200
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", recorded["recorded"])
+    kinds = {fault["kind"] for fault in recorded["faults"]}
+    assert {"kill", "pause", "redis-restart", "redis-wipe", "blackhole", "malformed"} <= kinds, kinds
+    assert recorded["checks"] and all(check["ok"] for check in recorded["checks"]), recorded["checks"]
+    assert not recorded["deaths"] and not recorded["tracebacks"]
+    figure = chaos_latency(recorded["latency"])
+    assert {tick.get_text() for tick in figure.axes[0].get_xticklabels()} >= {"baseline", "kill", "redis-wipe"}

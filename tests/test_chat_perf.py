@@ -110,21 +110,29 @@ def test_a_batch_that_finds_the_write_lock_taken_waits_on_the_thread_not_the_loo
     run(main())
 
 
-def test_the_log_is_checkpointed_on_the_thread(tmp_path, monkeypatch) -> None:
+def test_the_log_is_checkpointed_on_the_thread_and_stays_bounded(tmp_path, monkeypatch) -> None:
+    """Checkpoints run on the thread, between batches (never beside a write: one that ran beside
+    the writes never caught up, and the log grew by megabytes a second), so the log file stops
+    growing: it is started over after each checkpoint."""
     from labtools.apps.chat import store as store_module
 
-    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 50)
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
+    wal = tmp_path / "chat.db-wal"
 
-    async def main() -> None:
-        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+    async def main() -> list[int]:
+        store = await _store_with_users(tmp_path / "chat.db", *(f"user{k}" for k in range(50)))
         assert store.writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # never on the loop
-        for round in range(4):
-            await asyncio.gather(*(store.add_message("ana", "pedro", f"{round}-{i}", None) for i in range(30)))
-            await store._run(lambda: None)  # the thread has done what it was asked
-        assert store.checkpoints == 2  # after 60 and 120 messages
+        sizes = []
+        for round in range(40):
+            await asyncio.gather(*(store.add_message(f"user{i % 50}", f"user{(i * 7 + 1) % 50}", f"{round}-{i}", None)
+                                   for i in range(50)))
+            sizes.append(wal.stat().st_size)
+        assert store.checkpoints == 19 and not store.checkpoint_errors  # before rounds 3, 5, ..., 39
         await store.close()
+        return sizes
 
-    run(main())
+    sizes = run(main())
+    assert sizes[-1] <= 1.2 * sizes[9], sizes  # 300 messages more after round 10, and no bigger a log
 
 
 def test_history_and_catch_up_search_the_pair_index(tmp_path) -> None:

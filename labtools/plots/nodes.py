@@ -40,3 +40,27 @@ def cpu_per_delivery(runs: dict[str, dict[str, Any]]) -> Figure:
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize="small")
     return finish(fig)
+
+
+def chaos_latency(latency: list[dict[str, Any]]) -> Figure:
+    """A chaos run's acknowledgement p99 per kind of fault and app (``benchmarks/chaos.py``'s
+    ``latency`` rows: one per phase and app), the worst phase of each kind, survivors only (acked
+    at the first attempt): how slow the users not cut off got while the fault lasted (log y)."""
+    kinds: dict[str, dict[str, float]] = {}
+    for row in latency:
+        if row["p99_ms"] is None:
+            continue
+        kind = "baseline" if row["phase"] == "baseline" else row["phase"].split(" ")[1]
+        worst = kinds.setdefault(kind, {})
+        worst[row["app"]] = max(worst.get(row["app"], 0.0), row["p99_ms"])
+    apps = sorted({app for worst in kinds.values() for app in worst})
+    fig, ax = plt.subplots(figsize=(7.5, 3.3))
+    width = 0.8 / max(1, len(apps))
+    for k, app in enumerate(apps):
+        ax.bar(np.arange(len(kinds)) + (k - (len(apps) - 1) / 2) * width,
+               [worst.get(app, np.nan) for worst in kinds.values()], width, label=app)
+    ax.set_xticks(np.arange(len(kinds)), list(kinds), rotation=20)
+    ax.set(yscale="log", ylabel="ack p99, ms (log scale)",
+           title="Acknowledgement p99 while each kind of fault lasted (worst phase)")
+    ax.legend(title="app", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return finish(fig)

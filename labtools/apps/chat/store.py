@@ -45,7 +45,6 @@ are tightened when the store opens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import sqlite3
@@ -101,8 +100,9 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger one cannot even be boun
 PRIVATE = 0o600
 #: Seconds a statement on the thread waits for another process's write lock before it fails.
 BUSY_TIMEOUT_S = 10.0
-#: Messages written on the loop between two checkpoints on the thread (SQLite's own automatic
-#: checkpoint comes every 1,000 pages of log; a batch of messages writes a few pages).
+#: Messages written between two checkpoints (on the thread, between batches). A message dirties
+#: about four pages (its row's and those of its three indexes' entries: most land on other
+#: pages), so this is a log of some 4,000 pages, 16 MB, against SQLite's automatic 1,000.
 CHECKPOINT_EVERY = 1000
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
@@ -153,9 +153,9 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None  # the thread's
         self._writer: sqlite3.Connection | None = None  # the loop's: message batches only, never waits
-        self._unchecked = 0  # messages written on the loop since the last checkpoint was asked for
-        self._checkpoint: Future[None] | None = None
+        self._unchecked = 0  # messages written since the last checkpoint
         self.checkpoints = 0
+        self.checkpoint_errors: list[str] = []
         self.epoch = ""  # the database's epoch, read at ``open``
         # Group commit (``add_message``): messages waiting for the next batch, whether one is
         # being written, and counters of what the batches held.
@@ -294,7 +294,10 @@ class Store:
 
     def write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the waiting messages (up to ``max_batch``) in one transaction: here, on the loop,
-        if the write lock is free at once; on the thread, which waits for it, if not."""
+        if the write lock is free at once; on the thread, which waits for it, if not. Every
+        ``CHECKPOINT_EVERY`` messages, a checkpoint on the thread comes first."""
+        if self._unchecked >= CHECKPOINT_EVERY and self._checkpoint(loop):
+            return
         cut = len(self._waiting) if self.max_batch is None else self.max_batch
         batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
         self.batches += 1
@@ -309,8 +312,8 @@ class Store:
                 self._next(loop)
                 return
         else:
+            self._unchecked += len(batch)
             self._answer(batch, results, None)
-            self._checkpoint_now_and_then(len(rows))
             self._next(loop)
             return
         # Another process holds the write lock: the thread waits for it, the loop does not.
@@ -332,6 +335,8 @@ class Store:
     def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Future) -> None:
         """On the loop: the thread wrote a batch. Answer its messages, then write the next."""
         error = done.exception()
+        if error is None:
+            self._unchecked += len(batch)
         self._answer(batch, None if error is not None else done.result(), error)
         self._next(loop)
 
@@ -353,19 +358,27 @@ class Store:
             else:
                 future.set_result(result)
 
-    def _checkpoint_now_and_then(self, written: int) -> None:
-        """Every ``CHECKPOINT_EVERY`` messages written on the loop, ask the thread to copy the log
-        into the database (a checkpoint ``fsync``s: never on the loop), unless one is under way."""
-        self._unchecked += written
-        if self._unchecked < CHECKPOINT_EVERY or (self._checkpoint is not None and not self._checkpoint.done()):
-            return
+    def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Copy the log into the database on the thread (a checkpoint ``fsync``s: never on the
+        loop) while no batch is written, so that it copies all of it and the next write starts
+        the log over; a checkpoint that ran beside the writes would never catch up, and the log
+        (and the cost of every statement, which searches it) would grow without bound. The
+        messages that arrive meanwhile wait, and go in the next batch. False: the store is closed."""
         self._unchecked = 0
-        with contextlib.suppress(RuntimeError):  # the store is closing: its last commit is in the log
-            self._checkpoint = self._executor.submit(self._wal_checkpoint)
+        try:
+            done = self._executor.submit(self._wal_checkpoint)
+        except RuntimeError:
+            return False
+        done.add_done_callback(lambda done: loop.call_soon_threadsafe(self.write_batch, loop))
+        return True
 
     def _wal_checkpoint(self) -> None:
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self.checkpoints += 1
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # the next one tries again; the log is still the database's
+            self.checkpoint_errors.append(repr(error))
+        else:
+            self.checkpoints += 1
 
     def _add_messages_on_thread(self, rows: list[tuple[str, str, str, str | None]]) -> list[Any]:
         return self._add_messages(self.db, rows)
