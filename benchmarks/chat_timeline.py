@@ -24,8 +24,9 @@ and the k-th ``_answer`` are the same batch). Each acknowledged message of the m
 1. bytes read (``Connection.data_received`` entered) -> its handler called (frame parsing,
    rate limit, JSON decoding, dispatch);
 2. handler called -> ``Store.add_message`` (validation, the recipient's lookup);
-3. add_message -> its batch written (``Store.write_batch``): waiting for
-   the batch in flight to be committed (group commit), or for the rest of the loop's turn;
+3. add_message -> its batch written (``Store.write_batch``): waiting for the rest of the loop's
+   turn (group commit), for a batch the thread is writing, or for a checkpoint on the thread
+   (one every ``CHECKPOINT_EVERY`` messages, while no batch is written);
 4. write_batch -> the batch's transaction begins (``Store._add_messages``): nothing on the loop;
    the executor's hand-off for a batch that found the write lock taken and went to the thread;
 5. the batch's INSERTs and COMMIT (wall time; its CPU is printed too), on the loop or the thread;
@@ -106,6 +107,7 @@ class Timeline:
         self.db: list[tuple[int, int, int, int]] = []  # per batch: (start, end, thread CPU ns, rows), loop or thread
         self.written: list[tuple[int, list]] = []  # per batch: (_answer called, the batch's rows)
         self.on_thread = 0  # batches written on the database thread (they found the write lock taken)
+        self.checkpoints = 0  # checkpoints on the thread, each before a batch (inside stage 3)
         self.resumed: list[tuple[Any, int]] = []  # (clientId, the handler resumed)
         self.acked: list[tuple[Any, int]] = []  # (clientId, acknowledgement written)
         self.refused: list[tuple[int, str]] = []  # (when, code): refusals of any frame
@@ -199,6 +201,17 @@ def instrument(server: Any, timeline: Timeline) -> None:
         original_write(loop)
 
     store.write_batch = write_batch
+
+    original_checkpoint = need(store, "_checkpoint", "Store")
+
+    def checkpoint(loop: asyncio.AbstractEventLoop) -> bool:
+        started = original_checkpoint(loop)
+        if started:  # this write_batch call wrote nothing: the batch is written by the next one
+            timeline.handed.pop()
+            timeline.checkpoints += 1
+        return started
+
+    store._checkpoint = checkpoint
 
     original_insert = need(store, "_add_messages", "Store")
     db = timeline.db.append
@@ -543,7 +556,8 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
         f"{fmt(batches['sizePerMessage']['median'])}, p90 {fmt(batches['sizePerMessage']['p90'])}. "
         f"Per batch (stage 5): wall median {fmt(batches['dbWallUs']['median'])} µs, of which on its thread's "
         f"CPU clock {fmt(batches['dbCpuUs']['median'])} µs; {timeline.on_thread:,} batches of the whole run went "
-        "to the database thread (the write lock was taken), the rest were written on the loop.",
+        "to the database thread (the write lock was taken), the rest were written on the loop; "
+        f"{timeline.checkpoints:,} checkpoints on the thread, each before a batch (inside stage 3).",
         f"- **Event loop lag** (lateness of a 1 ms timer): p50 {fmt(lag['median'], 2)} ms, p90 {fmt(lag['p90'], 2)}, "
         f"p99 {fmt(lag['p99'], 2)}, max {fmt(lag['max'], 2)} ms (idle, before the load: p50 "
         f"{fmt(idle['median'], 2)} ms).",
