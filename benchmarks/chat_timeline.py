@@ -25,8 +25,8 @@ and the k-th ``_answer`` are the same batch). Each acknowledged message of the m
    rate limit, JSON decoding, dispatch);
 2. handler called -> ``Store.add_message`` (validation, the recipient's lookup);
 3. add_message -> its batch written (``Store.write_batch``): waiting for the rest of the loop's
-   turn (group commit), for a batch the thread is writing, or for a checkpoint on the thread
-   (one every ``CHECKPOINT_EVERY`` messages, while no batch is written);
+   turn (group commit), for a batch the thread is writing, or for the end of a checkpoint on the
+   thread (its last pages are copied while no batch is written: ``Store._checkpoint``);
 4. write_batch -> the batch's transaction begins (``Store._add_messages``): nothing on the loop;
    the executor's hand-off for a batch that found the write lock taken and went to the thread;
 5. the batch's INSERTs and COMMIT (wall time; its CPU is printed too), on the loop or the thread;
@@ -204,9 +204,9 @@ def instrument(server: Any, timeline: Timeline) -> None:
 
     original_checkpoint = need(store, "_checkpoint", "Store")
 
-    def checkpoint(loop: asyncio.AbstractEventLoop) -> bool:
-        started = original_checkpoint(loop)
-        if started:  # this write_batch call wrote nothing: the batch is written by the next one
+    def checkpoint(loop: asyncio.AbstractEventLoop, then: Callable[[], None], *, finish: bool) -> bool:
+        started = original_checkpoint(loop, then, finish=finish)
+        if started and finish:  # this write_batch call wrote nothing: the batch is written by the next one
             timeline.handed.pop()
             timeline.checkpoints += 1
         return started
@@ -557,7 +557,7 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
         f"Per batch (stage 5): wall median {fmt(batches['dbWallUs']['median'])} µs, of which on its thread's "
         f"CPU clock {fmt(batches['dbCpuUs']['median'])} µs; {timeline.on_thread:,} batches of the whole run went "
         "to the database thread (the write lock was taken), the rest were written on the loop; "
-        f"{timeline.checkpoints:,} checkpoints on the thread, each before a batch (inside stage 3).",
+        f"{timeline.checkpoints:,} checkpoints ended on the thread, each before a batch (inside stage 3).",
         f"- **Event loop lag** (lateness of a 1 ms timer): p50 {fmt(lag['median'], 2)} ms, p90 {fmt(lag['p90'], 2)}, "
         f"p99 {fmt(lag['p99'], 2)}, max {fmt(lag['max'], 2)} ms (idle, before the load: p50 "
         f"{fmt(idle['median'], 2)} ms).",

@@ -100,10 +100,10 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger one cannot even be boun
 PRIVATE = 0o600
 #: Seconds a statement on the thread waits for another process's write lock before it fails.
 BUSY_TIMEOUT_S = 10.0
-#: Messages written between two checkpoints (on the thread, between batches). A message dirties
-#: about four pages (its row's and those of its three indexes' entries: most land on other
-#: pages), so this is a log of some 4,000 pages, 16 MB, against SQLite's automatic 1,000.
-CHECKPOINT_EVERY = 1000
+#: Messages written between two checkpoints (``Store._checkpoint``). A message dirties about four
+#: pages (its row's and those of its indexes' entries: most land on other pages), so this is a
+#: log of some 2,000 pages, 8 MB, against SQLite's automatic 1,000.
+CHECKPOINT_EVERY = 500
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -153,7 +153,9 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None  # the thread's
         self._writer: sqlite3.Connection | None = None  # the loop's: message batches only, never waits
-        self._unchecked = 0  # messages written since the last checkpoint
+        self._unchecked = 0  # messages written since the last checkpoint began
+        self._copying = False  # a checkpoint's first step is under way, beside the writes
+        self._finish_checkpoint = False  # its second step is due before the next batch
         self.checkpoints = 0
         self.checkpoint_errors: list[str] = []
         self.epoch = ""  # the database's epoch, read at ``open``
@@ -294,10 +296,12 @@ class Store:
 
     def write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the waiting messages (up to ``max_batch``) in one transaction: here, on the loop,
-        if the write lock is free at once; on the thread, which waits for it, if not. Every
-        ``CHECKPOINT_EVERY`` messages, a checkpoint on the thread comes first."""
-        if self._unchecked >= CHECKPOINT_EVERY and self._checkpoint(loop):
-            return
+        if the write lock is free at once; on the thread, which waits for it, if not. The end of
+        a checkpoint, when one is due, comes first (``_checkpoint``)."""
+        if self._finish_checkpoint:
+            self._finish_checkpoint = False
+            if self._checkpoint(loop, lambda: self.write_batch(loop), finish=True):
+                return
         cut = len(self._waiting) if self.max_batch is None else self.max_batch
         batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
         self.batches += 1
@@ -312,7 +316,7 @@ class Store:
                 self._next(loop)
                 return
         else:
-            self._unchecked += len(batch)
+            self._written_messages(loop, len(batch))
             self._answer(batch, results, None)
             self._next(loop)
             return
@@ -336,7 +340,7 @@ class Store:
         """On the loop: the thread wrote a batch. Answer its messages, then write the next."""
         error = done.exception()
         if error is None:
-            self._unchecked += len(batch)
+            self._written_messages(loop, len(batch))
         self._answer(batch, None if error is not None else done.result(), error)
         self._next(loop)
 
@@ -358,27 +362,40 @@ class Store:
             else:
                 future.set_result(result)
 
-    def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Copy the log into the database on the thread (a checkpoint ``fsync``s: never on the
-        loop) while no batch is written, so that it copies all of it and the next write starts
-        the log over; a checkpoint that ran beside the writes would never catch up, and the log
-        (and the cost of every statement, which searches it) would grow without bound. The
-        messages that arrive meanwhile wait, and go in the next batch. False: the store is closed."""
-        self._unchecked = 0
+    def _written_messages(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        """Count what was written; every ``CHECKPOINT_EVERY`` messages, start a checkpoint."""
+        self._unchecked += count
+        if self._unchecked >= CHECKPOINT_EVERY and not self._copying:
+            self._unchecked = 0
+            self._copying = self._checkpoint(loop, self._copied, finish=False)
+
+    def _copied(self) -> None:
+        self._copying = False
+        self._finish_checkpoint = True
+
+    def _checkpoint(self, loop: asyncio.AbstractEventLoop, then: Callable[[], None], *, finish: bool) -> bool:
+        """Copy the log into the database, on the thread (a checkpoint ``fsync``s: never on the
+        loop), in two steps; ``then`` runs on the loop after each. First beside the writes: it
+        copies most of the log, but never all of it while the loop goes on appending, and a log
+        starts over only once all of it is copied. Then (``finish``), before the next batch, the
+        rest while no batch is written: a few pages, so the messages that arrive meanwhile wait
+        only a moment, and the next write starts the log over. Without the second step the log,
+        and the cost of every statement (which searches it), would grow without bound; with only
+        the second, every pause would copy the whole log. False: the store is closed."""
         try:
-            done = self._executor.submit(self._wal_checkpoint)
+            done = self._executor.submit(self._wal_checkpoint, finish)
         except RuntimeError:
             return False
-        done.add_done_callback(lambda done: loop.call_soon_threadsafe(self.write_batch, loop))
+        done.add_done_callback(lambda done: loop.call_soon_threadsafe(then))
         return True
 
-    def _wal_checkpoint(self) -> None:
+    def _wal_checkpoint(self, finish: bool) -> None:
         try:
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as error:  # the next one tries again; the log is still the database's
             self.checkpoint_errors.append(repr(error))
         else:
-            self.checkpoints += 1
+            self.checkpoints += finish
 
     def _add_messages_on_thread(self, rows: list[tuple[str, str, str, str | None]]) -> list[Any]:
         return self._add_messages(self.db, rows)
