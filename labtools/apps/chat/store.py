@@ -311,24 +311,27 @@ class Store:
         try:
             results = self._add_messages(self.writer, rows)
         except sqlite3.Error as error:
-            if not is_busy(error):  # (a busy error leaves nothing written: rolled back, or never begun)
-                self._answer(batch, None, error)
-                self._next(loop)
-                return
-        else:
-            self._written_messages(loop, len(batch))
-            self._answer(batch, results, None)
-            self._next(loop)
+            if is_busy(error):  # nothing was written (rolled back, or never begun): the thread waits
+                self._to_thread(loop, batch, rows)
+            else:
+                self._written(loop, batch, None, error)
             return
-        # Another process holds the write lock: the thread waits for it, the loop does not.
+        self._written(loop, batch, results, None)
+
+    def _to_thread(self, loop: asyncio.AbstractEventLoop, batch: list, rows: list) -> None:
+        """Another process holds the write lock: the thread waits for it, the loop does not."""
         self.batches_on_thread += 1
         try:
             done = self._executor.submit(self._add_messages_on_thread, rows)
         except RuntimeError as error:  # the store is closed
-            self._answer(batch, None, error)
-            self._next(loop)
+            self._written(loop, batch, None, error)
             return
-        done.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, loop, batch, done))
+
+        def written(done: Future) -> None:
+            error = done.exception()
+            self._written(loop, batch, None if error is not None else done.result(), error)
+
+        done.add_done_callback(lambda done: loop.call_soon_threadsafe(written, done))
 
     @property
     def writer(self) -> sqlite3.Connection:
@@ -336,15 +339,14 @@ class Store:
             raise sqlite3.ProgrammingError("the store is closed")
         return self._writer
 
-    def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Future) -> None:
-        """On the loop: the thread wrote a batch. Answer its messages, then write the next."""
-        error = done.exception()
+    def _written(
+        self, loop: asyncio.AbstractEventLoop, batch: list, results: list[Any] | None, error: BaseException | None
+    ) -> None:
+        """On the loop, a batch is done (written, here or on the thread, or failed): answer its
+        messages, then write the next."""
         if error is None:
             self._written_messages(loop, len(batch))
-        self._answer(batch, None if error is not None else done.result(), error)
-        self._next(loop)
-
-    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._answer(batch, results, error)
         if self._waiting:
             loop.call_soon(self.write_batch, loop)  # the answered handlers run first
         else:
@@ -471,7 +473,7 @@ class Store:
         return await self._run(self._last_id)
 
     def _last_id(self) -> int:
-        return self.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        return self.db.execute(LAST_ID).fetchone()[0]
 
     async def after(self, after: int, limit: int) -> list[dict[str, Any]]:
         """Every message with an id above ``after``, by id (at most ``limit``): a node catching up."""
