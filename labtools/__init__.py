@@ -21,6 +21,7 @@ lessons' experiments), ``plots`` (what a cell shows) and ``exercises`` (``lt.che
 ``lt.solution``).
 """
 
+from .deploy import alaunch, launch
 from .exercises import check, solution
 from .plots.source import show
 from .runtime import arun, errors, run, shutdown, stop_all
@@ -28,11 +29,13 @@ from .serving import ServerHandle, aserve, browser_url, serve
 
 __all__ = [
     "ServerHandle",
+    "alaunch",
     "arun",
     "aserve",
     "browser_url",
     "check",
     "errors",
+    "launch",
     "run",
     "serve",
     "show",

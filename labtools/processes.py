@@ -154,6 +154,15 @@ class ChildServer:
         return f"<{self.app} server process {self.pid} at {self.url}, {state}>"
 
 
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a child, with this labtools first on its PYTHONPATH (so
+    ``python -m labtools`` in the child runs the same code as the kernel, wherever that was
+    imported from), plus ``extra`` (a secret goes there, never on a command line)."""
+    here = str(Path(__file__).resolve().parents[1])
+    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
+    return {**os.environ, **(extra or {}), "PYTHONPATH": os.pathsep.join(paths)}
+
+
 async def start_child(
     app: str,
     *,
@@ -182,10 +191,7 @@ async def start_module(module: str, arguments: list[str], *, app: str, name: str
     """Start ``python -m MODULE ARGUMENTS`` (a server that prints its URL, then serves until its
     stdin closes) and wait for the URL line; a child that prints none is killed, and its stderr
     says why. Not registered: ``spawn`` registers."""
-    # The child runs the same labtools as this process, wherever that was imported from.
-    here = str(Path(__file__).resolve().parents[1])
-    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here)]
-    env = {**os.environ, **(environment or {}), "PYTHONPATH": os.pathsep.join(paths)}
+    env = child_environment(environment)
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the ChildServer closes it)
     process = subprocess.Popen(
         [sys.executable, "-m", module, *arguments],

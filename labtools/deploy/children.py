@@ -43,12 +43,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def start_program(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen:
-    """Start ``argv`` with its output appended to ``log``; it dies with this process."""
+def start_program(argv: Sequence[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` with its output appended to ``log`` (``env``: its whole environment, or
+    this process's); it dies with this process."""
     with open(log, "ab") as output:
         process = subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
