@@ -126,8 +126,15 @@ SLOW_FIXTURES = {  # fixture: why
     "jupyter": "starts a real JupyterLab (test_binder_proxy.py): ~4 s before the test begins",
     "busy_core": "keeps a core busy for Run All (test_run_all.py)",
 }
+BOOK_BUILD = "the book of every notebook, built once for these tests: ~10 s idle, ~25 s on busy cores"
 SLOW_TESTS = {  # "module::test" (every parametrization of it): why, as measured
     "test_scale.py::test_measurements_calibrate_the_cost_model": "9 s on 2 idle cores, over 10 s on busy ones",
+    "test_book.py::test_every_lesson_has_a_page_listed_in_order": BOOK_BUILD,
+    "test_book.py::test_pages_show_the_committed_outputs": BOOK_BUILD,
+    "test_book.py::test_live_pages_become_a_note_with_a_binder_link": BOOK_BUILD,
+    "test_book.py::test_every_lesson_page_has_its_binder_link": BOOK_BUILD,
+    "test_book.py::test_each_kind_of_link_lands": "a Sphinx build of a made-up repository: ~4 s, twice that when busy",
+    "test_book.py::test_a_link_to_nothing_fails_the_build": "a Sphinx build of a made-up repository: ~4 s",
 }
 REDIS_FIXTURES = {"redis_server", "redis_url"}
 REDIS_MODES = {"two-nodes", "front-door"}  # deployments.MODES that need Redis (and HAProxy)

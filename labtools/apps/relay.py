@@ -1,4 +1,4 @@
-"""A private-message relay on the event layer: the WebSocket side of lesson 04's comparison.
+"""A private-message relay on the event layer: the WebSocket side of lesson 09's comparison of four transports.
 
 The crowds of lessons 01-03 send each message to one named user over the REST chat. To run
 the same workload over WebSockets the server has to deliver to one user rather than to

@@ -1,4 +1,5 @@
-"""Lesson 04 (the mini chat): a frame by hand, broadcast to all but the sender, a frame's size."""
+"""Lesson 04: a frame's size (04·1, the smallest chat); a frame by hand and broadcast to all but
+the sender (04·2, the event layer)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def check_emit_frame(answer: Any) -> None:
     data = frame.get("data")
     if isinstance(data, dict) and "name" in data:
         raise AssertionError(
-            'the data carries only the text, {"text": "hola"}: Pedro sends no name in this exercise '
+            'the data carries only the text, {"text": "hola"}, as your page sends it: no name '
             "(the server knows which socket sent the frame)"
         )
     assert data == {"text": "hola"}, f'the data is the object {{"text": "hola"}}, not {data!r}'
@@ -40,7 +41,7 @@ def check_emit_frame(answer: Any) -> None:
 
 @exercise("04.1", check_emit_frame, value=True, imports="import json")
 def emit_frame() -> str:
-    # Pedro emits "msg-to-server" and asks for an acknowledgement with id 7.
+    # The page's seventh request: "msg-to-server" with only the text, and id 7 for its acknowledgement.
     return json.dumps({"event": "msg-to-server", "data": {"text": "hola"}, "id": 7})
 
 
