@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from labtools.exercises import all_exercises
+from labtools.exercises.registry import all_file_exercises
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_CODE_LINES = 25
@@ -64,7 +65,7 @@ def test_no_code_cell_is_longer_than_one_idea(path: Path) -> None:
 
 def test_every_exercise_is_asked_and_every_check_is_registered() -> None:
     asked = set(statements())
-    registered = {exercise.id for exercise in all_exercises()}
+    registered = {exercise.id for exercise in [*all_exercises(), *all_file_exercises()]}
     assert asked - registered == set(), f"lessons check exercises nobody registered: {sorted(asked - registered)}"
     assert registered - asked == set(), f"exercises no lesson asks: {sorted(registered - asked)}"
 

@@ -1,10 +1,12 @@
-"""Lesson 06 (ticket queue): which events need an acknowledgement, and taking tickets over one socket."""
+"""Lesson 06 (ticket queue): which events need an acknowledgement, taking tickets over one socket,
+and a coat check of the learner's own that answers every request."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import inspect
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from .. import runtime
 from ..apps.tickets import TicketQueue
 from ..events import EventClient
 from ..events.frames import decode_emit, encode_ack
-from .registry import exercise
+from .registry import AppUnderCheck, drive, exercise, file_exercise, learner_file
 
 
 def check_needs_ack(answer: Any) -> None:
@@ -126,3 +128,60 @@ async def take_tickets(url: str, n: int) -> list[int]:
         return [ticket["number"] for ticket in tickets]
     finally:
         await client.aclose()
+
+
+#: 06.3: three people check this many coats each, all at once.
+PEOPLE, COATS_EACH = ("ana", "pedro", "luis"), 8
+
+
+def hook_number(ack: Any, what: str) -> int:
+    """The number in a ``check-coat`` acknowledgement ``{"number": N}``."""
+    assert ack is not None, (
+        f'{what} was acknowledged with no data (None): the handler returns {{"number": N}}, and what it returns is '
+        "the acknowledgement (an emit to the client is not)"
+    )
+    assert isinstance(ack, dict) and type(ack.get("number")) is int, (
+        f'{what} should be acknowledged with {{"number": N}}, N an int, not {ack!r}'
+    )
+    return ack["number"]
+
+
+async def every_coat_answered(app: AppUnderCheck) -> None:
+    """Coats checked at once get numbers of their own; each number brings its coat back, once."""
+    people = [await app.client(name) for name in PEOPLE]
+    plan = [(person, f"{person.name}'s coat #{k}") for person in people for k in range(1, COATS_EACH + 1)]
+    acks = await asyncio.gather(*(app.ask(person, "check-coat", {"coat": coat}, f"check-coat {coat!r}")
+                                  for person, coat in plan))
+    numbers = [hook_number(ack, f"check-coat {coat!r}") for (_person, coat), ack in zip(plan, acks, strict=True)]
+    twice = sorted(number for number, times in Counter(numbers).items() if times > 1)
+    assert not twice, (
+        f"{len(plan)} coats checked at once got the same number more than once ({twice[:5]}): each check-coat gets "
+        "a number of its own. Count in the server's state, read and bumped in one change (server.update), "
+        "not per connection"
+    )
+    assert sorted(numbers) == list(range(1, len(plan) + 1)), (
+        f"the {len(plan)} coats should get the numbers 1 to {len(plan)}, got {sorted(numbers)}"
+    )
+    for (person, coat), number in reversed(list(zip(plan, numbers, strict=True))):
+        back = await app.ask(person, "collect", {"number": number}, f"collect {{'number': {number}}}")
+        assert isinstance(back, dict) and back.get("coat") == coat, (
+            f"collect {{'number': {number}}} should be acknowledged with {{'coat': {coat!r}}}, the coat given that "
+            f"number, not {back!r}"
+        )
+    ana = people[0]
+    await app.refused(ana, "collect", {"number": numbers[0]}, f"a second collect of number {numbers[0]} (its coat "
+                      "was collected already)")
+    await app.refused(ana, "collect", {"number": 100 * len(plan)}, f"collect of number {100 * len(plan)}, never given,")
+    await app.refused(ana, "check-coat", {"coat": ""}, "check-coat with an empty 'coat'")
+    after = hook_number(await app.ask(ana, "check-coat", {"coat": "a hat"}, "check-coat 'a hat'"), "check-coat 'a hat'")
+    assert after == len(plan) + 1, (
+        f"after {len(plan)} coats the next number is {len(plan) + 1}, got {after}: a number is never given twice, "
+        "even once its coat is collected"
+    )
+
+
+def check_my_coat_check(answer: Any) -> None:
+    drive(learner_file(answer, "my_coat_check.py"), every_coat_answered)
+
+
+file_exercise("06.3", check_my_coat_check, name="my_coat_check.py", solution="06_my_coat_check.py")

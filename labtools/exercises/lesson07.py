@@ -1,11 +1,14 @@
-"""Lesson 07 (live map): validating a marker, and throttling a drag without losing its end."""
+"""Lesson 07 (live map): validating a marker, throttling a drag without losing its end, and
+reactions of the learner's own that reach everyone but their sender."""
 
 from __future__ import annotations
 
+from collections import Counter
 from itertools import pairwise
 from typing import Any
 
-from .registry import call, exercise, not_a_function
+from ..events import EventClient
+from .registry import AppUnderCheck, call, drive, exercise, file_exercise, learner_file, not_a_function
 
 #: (data, valid?, why): the server's rules, one case each.
 MARKERS: list[tuple[Any, bool, str]] = [
@@ -113,3 +116,50 @@ def throttle(moves: list, interval: float) -> list:
     if sent[-1] != moves[-1]:
         sent.append(moves[-1])  # trailing edge: the final position
     return sent
+
+
+#: 07.3: the emojis a reaction may carry (the statement gives them), and one it may not.
+EMOJIS = ("👏", "😂", "😮", "🔥", "🎉")
+NOT_AN_EMOJI = "🍕"
+PEOPLE = ("ana", "pedro", "luis")
+
+
+async def react(app: AppUnderCheck, sender: EventClient, emoji: str, others: list[EventClient]) -> None:
+    """``sender`` reacts with ``emoji``; each of ``others`` receives it."""
+    await app.ask(sender, "react", {"name": sender.name, "emoji": emoji}, f"{sender.name}'s react {emoji}")
+    for other in others:
+        await app.hears(other, "reaction", f"{sender.name} reacted {emoji}, so {other.name} should receive "
+                        f"reaction {{'name': {sender.name!r}, 'emoji': {emoji!r}}}",
+                        where=lambda data: data == {"name": sender.name, "emoji": emoji})
+
+
+async def all_but_the_sender(app: AppUnderCheck) -> None:
+    """Each reaction reaches every other client once, never its sender; a refused one reaches nobody."""
+    people = [await app.client(name) for name in PEOPLE]
+    ana = people[0]
+    await app.refused(ana, "react", {"name": ana.name, "emoji": NOT_AN_EMOJI},
+                      f"react with {NOT_AN_EMOJI}, which is not one of {' '.join(EMOJIS)},")
+    for sender, emoji in zip(people, EMOJIS, strict=False):
+        await react(app, sender, emoji, [other for other in people if other is not sender])
+    # One more from Ana: a frame sent to Luis after his own reaction, so an echo would be in by now.
+    await react(app, ana, EMOJIS[len(people)], people[1:])
+    for person in people:
+        heard = Counter((data.get("name"), data.get("emoji")) if isinstance(data, dict) else (None, repr(data))
+                        for data in person.events("reaction"))
+        own = sorted(emoji for (name, emoji), _times in heard.items() if name == person.name)
+        assert not own, (
+            f"{person.name} received {' '.join(own)}, {person.name}'s own reaction, back: a reaction goes to everyone "
+            "but the sender (server.broadcast(..., exclude=client)); its page shows it already"
+        )
+        assert all(emoji != NOT_AN_EMOJI for _name, emoji in heard), (
+            f"{person.name} received the refused {NOT_AN_EMOJI}: check the react before broadcasting it"
+        )
+        repeated = [key for key, times in heard.items() if times > 1]
+        assert not repeated, f"{person.name} received {repeated[0]} more than once: each reaction arrives once"
+
+
+def check_my_reactions(answer: Any) -> None:
+    drive(learner_file(answer, "my_reactions.py"), all_but_the_sender)
+
+
+file_exercise("07.3", check_my_reactions, name="my_reactions.py", solution="07_my_reactions.py")
