@@ -138,6 +138,7 @@ SLOW_TESTS = {  # "module::test" (every parametrization of it): why, as measured
 }
 REDIS_FIXTURES = {"redis_server", "redis_url"}
 REDIS_MODES = {"two-nodes", "front-door"}  # deployments.MODES that need Redis (and HAProxy)
+REDIS_EXERCISES = {"11.3"}  # exercises whose checker deploys nodes on Redis behind HAProxy
 BROWSER_CODE = re.compile(r"\b(?:sync_playwright|async_playwright|chromium\.launch)\b")
 REDIS_CODE = re.compile(r"\b(?:require_redis|require_haproxy|RedisServer\.start|FrontDoor\.start|Deployment\.start)\(")
 
@@ -176,7 +177,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if fixtures & REDIS_FIXTURES or REDIS_CODE.search(code) or any(
             isinstance(value, str) and value in REDIS_MODES for value in params.values()
-        ):
+        ) or params.get("id") in REDIS_EXERCISES:
             item.add_marker(pytest.mark.redis)
         slow_module = module in SLOW_MODULES and name not in QUICK_TESTS
         if slow_module or name in SLOW_TESTS or fixtures & SLOW_FIXTURES.keys():

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from lesson11_files import write_learner_files
 
 import labtools as lt
 from labtools.events import EventClient
@@ -233,7 +234,8 @@ WRONG: dict[str, list[tuple[str, Any, str]]] = {
     "08.3": [("only on the first connection", lambda before, after: before == 0 and after > 0, "came or went"),
              ("on every change", lambda before, after: before != after, "nobody needs to know"),
              ("ints for bools", lambda before, after: int((before == 0) != (after == 0)), "not 1")],
-    "09.1": [("each message once", 0.1, "delivers it to 100 people"), ("µs read as ms", 1000, "millionths"),
+    "09.1": [("each message once", 0.1, "delivers it to 100 people"),
+             ("one message per second", 1000, "once every 100 s"), ("µs read as ms", 10_000, "millionths"),
              ("a str", "10", "a number")],
     "09.2": [("KiB taken as 1,000 bytes", 14, "1,024 bytes"), ("in TB", 0.014336, "in GB")],
     "09.3": [("forgot the fan-out", lambda cores, cpu_us, m, fanout: cores * 1e6 / (cpu_us * m), "fanout"),
@@ -250,14 +252,35 @@ WRONG: dict[str, list[tuple[str, Any, str]]] = {
               "the app's own codes")],
     "10.3": [("no jitter", 1000, "without jitter"), ("half the window", 500, "starts at 0"),
              ("per second", 500.0, "starts at 0"), ("a str", "50", "a number")],
-    "11.1": [("reads only", lambda nodes, rate: nodes * rate, "one short per message"),
-             ("one read in all", lambda nodes, rate: 2 * rate, "one read per node"),
-             ("a read per other node", lambda nodes, rate: rate * (1 + nodes - 1), "one short per message")],
+    "11.1": [("reads only", lambda nodes, rate, shards: nodes * rate / shards, "one short per message"),
+             ("one read in all", lambda nodes, rate, shards: 2 * rate / shards, "one read per node"),
+             ("not divided by the shards", lambda nodes, rate, shards: (nodes + 1) * rate, "its own rooms"),
+             ("multiplied by the shards", lambda nodes, rate, shards: (nodes + 1) * rate * shards,
+              "do not copy them")],
     "11.2": [("everyone", lambda connections, killed: set(connections), "keep their sockets"),
              ("kill(i) read as node i", lambda connections, killed: {c for c, n in connections.items()
                                                                      if n == f"node{killed}"}, "counts nodes from 0"),
              ("a name, not a set", lambda connections, killed: f"node{killed + 1}", "a set of client names")],
+    "11.3": [("one node three times", ["http://127.0.0.1:9/"] * 3, "names one node twice"),
+             ("two nodes", ["http://127.0.0.1:9/", "http://127.0.0.1:10/"], "asks for 3"),
+             ("one URL, not a list", "http://127.0.0.1:9/", "list of its nodes' URLs")],
 }
+
+@pytest.fixture(autouse=True)
+def lesson_11_2_folder(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """11.3's solution deploys ``_deploy/my_app.py`` on three nodes: the test runs in a folder holding
+    the files lesson 11·2 writes, as the notebook does beside itself, and stops the deployment."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("id") != "11.3":
+        yield
+        return
+    write_learner_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    yield
+    service = lt.runtime.services().get("lesson11-my-app-exercise")
+    if service is not None:
+        lt.run(lt.runtime.unregister_and_close("lesson11-my-app-exercise", service))
+
 
 IDS = [exercise.id for exercise in all_exercises()]
 CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
@@ -265,7 +288,7 @@ CASES = [pytest.param(id, answer, fragment, id=f"{id}-{what}")
 
 
 def test_every_exercise_has_wrong_answers() -> None:
-    assert len(IDS) == 30
+    assert len(IDS) == 31
     assert set(WRONG) == set(IDS), f"give each exercise plausible wrong answers: {sorted(set(IDS) ^ set(WRONG))}"
     assert all(WRONG[id] for id in IDS)
 

@@ -1,5 +1,5 @@
 """Lesson 11's experiments on several nodes: readers that resume on another node after a crash,
-one-way latency and bursts across nodes (the mini chat's and lesson 08's chat's), a node that
+bursts across nodes (the mini chat's and lesson 08's chat's), a node that
 lags behind Redis (sticky sessions), and what one Redis carries.
 
 The readers are the library's own reconnecting clients (``sim.reconnect.Reconnecting``, as a
@@ -122,26 +122,6 @@ async def kill_mid_conversation(deployment: Deployment, *, readers: int = 20, me
     }
 
 
-async def one_way_latency(sender_url: str, receiver_url: str, *, messages: int = 200) -> list[float]:
-    """Milliseconds from Pedro's send to Ana's receipt, one message at a time (no queueing):
-    both clients live in this kernel, so one clock times both ends."""
-    pedro = await EventClient.connect(sender_url, name="pedro")
-    ana = await EventClient.connect(receiver_url, name="ana")
-    samples = []
-    try:
-        for k in range(messages):
-            text = f"ping {k} {time.perf_counter()}"
-            started = time.perf_counter()
-            arrived = asyncio.ensure_future(ana.next("msg-from-server", where=lambda d, t=text: d["text"] == t))
-            await pedro.emit("msg-to-server", {"text": text})
-            await arrived
-            samples.append((time.perf_counter() - started) * 1000)
-    finally:
-        await pedro.aclose()
-        await ana.aclose()
-    return samples
-
-
 def process_cpu(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) of each named process so far."""
     seconds = {}
@@ -251,28 +231,6 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
     """Median and 99th percentile of a list of milliseconds."""
     ordered = sorted(samples)
     return {"p50": statistics.median(ordered), "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
-
-
-async def votes_across_nodes(urls: list[str], *, votes_per_node: int = 30) -> dict[str, Any]:
-    """One voter per node votes for the first band ``votes_per_node`` times, all at once; then
-    every node's ``get-band-list`` (its own copy of the state) is read back."""
-    voters = [await EventClient.connect(url, name=f"voter{k}") for k, url in enumerate(urls)]
-    try:
-        first = (await voters[0].request("get-band-list"))["bands"][0]
-        before = first["votes"]
-
-        async def vote(voter: EventClient) -> None:
-            for _ in range(votes_per_node):
-                await voter.request("vote-band", first["id"])
-
-        await asyncio.gather(*(vote(voter) for voter in voters))
-        copies = [await voter.request("get-band-list") for voter in voters]
-    finally:
-        for voter in voters:
-            await voter.aclose()
-    return {"band": first["name"], "votes_cast": votes_per_node * len(urls),
-            "gained": [next(b["votes"] for b in c["bands"] if b["id"] == first["id"]) - before for c in copies],
-            "same_everywhere": all(c == copies[0] for c in copies)}
 
 
 async def desks_across_nodes(urls: list[str], *, tickets: int = 40, desks_per_node: int = 2) -> dict[str, Any]:
