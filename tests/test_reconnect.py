@@ -61,6 +61,15 @@ def herd_problems(runs: dict) -> list[str]:
             problems.append(f"{name}: not every client came back: {run['reconnections']}")
         if not len(run["t"]) == len(run["attempts"]) == 25:
             problems.append(f"{name}: {len(run['t'])} bins")
+        # The figure's title and its bars agree: the last reconnection falls in the last green bar.
+        last = max((k for k, n in enumerate(run["reconnections"]) if n), default=None)
+        back = run["all reconnected after s"]
+        if last is None or back is None or not run["t"][last] <= back < run["t"][last] + run["bin ms"] / 1000:
+            problems.append(f"{name}: everyone back after {back} s, but the last reconnections are in bin {last}")
+        if back is not None and run["reconnected at s"][-1] != back:
+            problems.append(f"{name}: the last reconnection at {run['reconnected at s'][-1]}, not {back}")
+        if run["waves"][0]["tries"] != 40:
+            problems.append(f"{name}: the first retry was made {run['waves'][0]['tries']} times")
     # Without jitter every client knocks in the same 100 ms, each time, and all get in at once.
     if not (still["peak attempts per bin"] == 40 and still["peak reconnections per bin"] == 40):
         problems.append(f"no jitter: peaks {still['peak attempts per bin']}, {still['peak reconnections per bin']}")

@@ -18,6 +18,9 @@ this client already got (a replay overlapping what arrived live, a duplicated fr
 While a resume is answered, pushes with an offset are held back and handed over in offset
 order once the answer is in: a live push that reached the new connection before the replay of
 older ones does not overtake them.
+
+An ``EventClient`` does not reconnect by itself; ``should_reconnect`` is the rule the clients
+that do follow (``sim.reconnect.Reconnecting``, and the pages' ``events.js``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,30 @@ from websockets.exceptions import ConnectionClosed
 from ..measure.metrics import Trace, Traffic
 from ..measure.wire import ByteMeter, CountingTransport
 from .frames import EventError, encode_emit, parse_json
+
+# Close codes after which a client reconnects (with backoff): 1001 going away, 1006 closed without
+# a close frame (the network, a crash), 1011 server error, 1012 service restart, 1013 try again
+# later, 1014 bad gateway (a proxy's upstream failed). labtools/static/common/events.js keeps the
+# same set in RETRY_AFTER; tests/test_close_codes.py checks that they agree.
+RECONNECT_AFTER: frozenset[int] = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+
+# Every close code a client can see: RFC 6455's and IANA's 1000-1015, then 3000-3999 (registered
+# by libraries and frameworks) and 4000-4999 (an app's own).
+CLIENT_VISIBLE: tuple[int, ...] = (*range(1000, 1016), *range(3000, 5000))
+
+
+def should_reconnect(code: int | None) -> bool:
+    """True when a client should reconnect (with backoff) after its connection closed with ``code``.
+
+    Only when the cause is temporary and not the client's own: the server or the network failed,
+    or the server is leaving or busy for a while. Any other close stays closed, because coming
+    back would meet the same answer: a close the server meant (1000, and 1005: a close frame
+    without a code), one caused by what this client sent or lacks (1002, 1003, 1007-1010), a TLS
+    failure (1015), a reserved code (1004), and every code of 3000-4999, which the course's apps
+    use to say "do not come back" (the chat's 4001). ``None`` (websockets' code before any close
+    was seen) counts as 1006: the connection is gone and nothing said why.
+    """
+    return (1006 if code is None else code) in RECONNECT_AFTER
 
 
 class AckError(EventError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..events import client as events_client
 from .registry import call, exercise, not_a_function, number
 
 
@@ -36,31 +37,46 @@ def retry_window(attempt: int, base: float, cap: float) -> tuple[float, float]:
     return (0.0, min(cap, base * 2**attempt))
 
 
-RECONNECT = {1001: True, 1006: True, 1011: True, 1012: True, 1013: True,
-             1000: False, 1003: False, 1008: False, 1009: False, 4001: False, 4000: False, 4999: False}
+# Why a client should or should not come back after each close code, grouped (the hint a wrong
+# answer gets names the group it got wrong; the rule itself is events.client.should_reconnect).
+def why_reconnect(code: int) -> str:
+    if events_client.should_reconnect(code):
+        return ("the server went away or failed, or the network did, or a proxy lost the server, or the server "
+                "asked for a moment: the same client may well be welcome soon, so try again (with backoff)")
+    if code >= 3000:
+        return ("3000-3999 are codes registered by libraries and 4000-4999 the app's own codes: the course's apps "
+                "use them to say 'do not come back' (the chat's 4001: one socket too many for this user)")
+    if code in (1000, 1005):
+        return "the server closed on purpose (1005: its close frame carried no code): coming back would be closed again"
+    if code == 1015:
+        return "the TLS handshake failed (a certificate): a new try fails the same way"
+    if code == 1004:
+        return "1004 is reserved and means nothing: after any code not on the list, stay closed"
+    return "the close was caused by what this client sent or lacks: reconnecting would only repeat it"
 
 
 def check_reconnect(answer: Any) -> None:
     assert callable(answer), not_a_function(answer, "should_reconnect(code)")
-    for code, expected in RECONNECT.items():
+    wrong: dict[str, list[int]] = {}
+    for code in events_client.CLIENT_VISIBLE:
         got = call(answer, code)
+        expected = events_client.should_reconnect(code)
         assert isinstance(got, bool) or got != expected, f"return a bool (True or False), not {got!r}"
-        if expected:
-            why = ("the server went away or failed, or the network did: the same client may well be welcome in a "
-                   "moment, so try again (with backoff)")
-        elif code >= 4000:
-            why = ("4000-4999 are the app's own codes, and the course's apps use them to say 'do not come back' "
-                   "(the chat's 4001: one socket too many for this user)")
-        else:
-            why = ("the server closed on purpose, because of what this client sent or is: reconnecting would only "
-                   "repeat it")
-        assert got is expected, f"should_reconnect({code}) should be {expected}, not {got!r}: {why}"
+        if got is not expected:
+            wrong.setdefault(why_reconnect(code), []).append(code)
+    if wrong:
+        why, codes = max(wrong.items(), key=lambda item: len(item[1]))
+        total = sum(len(c) for c in wrong.values())
+        expected = events_client.should_reconnect(codes[0])
+        raise AssertionError(f"should_reconnect({codes[0]}) should be {expected}: {why} ({total} of the "
+                             f"{len(events_client.CLIENT_VISIBLE)} codes 1000-1015 and 3000-4999 are wrong)")
 
 
 @exercise("10.2", check_reconnect)
 def should_reconnect(code: int) -> bool:
-    # Going away, abnormal closure (no close frame), internal error, service restart, try again later.
-    return code in (1001, 1006, 1011, 1012, 1013)
+    # Going away, closed without a close frame (network, crash), internal error, service restart,
+    # try again later, bad gateway: temporary, and not this client's doing. Anything else: stay closed.
+    return code in (1001, 1006, 1011, 1012, 1013, 1014)
 
 
 def check_spread(answer: Any) -> None:
@@ -69,7 +85,10 @@ def check_spread(answer: Any) -> None:
         "1000 in one 100 ms slot is the herd without jitter: with full jitter each client picks its own "
         "moment in the 2 s window"
     )
-    assert answer != 500, "the window starts at 0: full jitter spreads the attempts over all of the 2 s"
+    assert answer != 500, (
+        "500 is per second (1,000 attempts spread evenly over 2 s): the question asks per 100 ms slot, a tenth "
+        "of a second"
+    )
     assert abs(answer - 50) < 1e-9, (
         f"{answer}? 1,000 attempts spread evenly over 2 s are 500 a second, and a slot is a tenth of a second"
     )

@@ -288,3 +288,30 @@ def cost_model(model_rows: Sequence[dict], measured: Sequence[Any]) -> Figure:
     axes[0].set_title("Requests the server must answer")
     axes[1].set_title("Bytes it must move")
     return finish(fig)
+
+
+def reconnection_herd(runs: dict[str, dict[str, Any]]) -> Figure:
+    """Lesson 10's thundering herd: one panel per run of ``sim.reconnect.herd``.
+
+    Grey bars count attempts by when they started, green bars reconnections by when they
+    completed; the title's "everyone back" is the end of the last green bar, and a dashed line
+    marks it, so that title and bars say the same thing.
+    """
+    fig, axes = plt.subplots(1, len(runs), figsize=(11, 3.4), sharey=True, squeeze=False)
+    for ax, (label, run) in zip(axes[0], runs.items(), strict=True):
+        width = run["bin ms"] / 1000
+        ax.bar(run["t"], run["attempts"], width=width, align="edge", color="#bbb", label="attempts (when they start)")
+        ax.bar(run["t"], run["reconnections"], width=width, align="edge", color="#2a7",
+               label="reconnections (when they complete)")
+        ax.axvspan(0, run["server back at s"], color="#f4d4d4", zorder=0, label="server down")
+        back = run["all reconnected after s"]
+        if back is not None:
+            ax.axvline(back, color="#555", linestyle="--", linewidth=1, label="everyone back")
+        watched = len(run["t"]) * width
+        ax.set_title(f"{label}: " + (f"everyone back after {back:.2f} s" if back else f"not all back in {watched:g} s"))
+        ax.set_xlabel("seconds since the server stopped")
+        ax.set_xlim(0, watched)
+    first = next(iter(runs.values()))
+    axes[0][0].set_ylabel(f"per {first['bin ms']:.0f} ms ({first['clients']} clients)")
+    axes[0][-1].legend(loc="upper right", fontsize="small")
+    return finish(fig)

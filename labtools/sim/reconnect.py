@@ -1,8 +1,10 @@
 """Reconnection with exponential backoff and full jitter (lesson 10), and the thundering herd.
 
-``Reconnecting`` keeps one ``EventClient`` connected: when the socket closes it waits, tries
-again, and after each success re-runs ``on_connect`` (join the room again, sign in again), then
-asks for what it missed while away (``resume`` from the last offset it got, lesson 11).
+``Reconnecting`` keeps one ``EventClient`` connected: when the socket closes with a code after
+which a client should come back (``events.client.should_reconnect``, the rule the pages'
+``events.js`` keeps too), it waits, tries again, and after each success re-runs ``on_connect``
+(join the room again, sign in again), then asks for what it missed while away (``resume`` from
+the last offset it got, lesson 11). After any other code it stays closed.
 The wait before retry ``attempt`` (0, 1, 2...) is
 
 * with full jitter: ``random.uniform(0, min(cap, base * 2**attempt))`` (seeded);
@@ -10,8 +12,10 @@ The wait before retry ``attempt`` (0, 1, 2...) is
 
 ``herd(...)`` is lesson 10's experiment: N clients on one server, the server crashed (every
 connection reset at once) and restarted on the same port, and the connection attempts counted
-per 100 ms. Without jitter every client retries at the same instants and the server gets the
-whole crowd at once, again and again; with full jitter the attempts spread out.
+per 100 ms when they start, and the reconnections per 100 ms when they complete (the handshake
+and the resume done): the last reconnection is when everyone is back. Without jitter every client
+retries at the same instants and the server gets the whole crowd at once, again and again; with
+full jitter the attempts spread out.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from .. import processes, runtime, serving
 from ..events import EventClient
-from ..events.client import AckError, Position
+from ..events.client import AckError, Position, should_reconnect
 
 OnConnect = Callable[[EventClient], Awaitable[Any]]
 
@@ -43,7 +47,9 @@ class Reconnecting:
     """An ``EventClient`` kept connected: see the module's docstring.
 
     ``attempts`` lists ``(time.monotonic() when it started, attempt number, succeeded)`` for
-    every try after the first connection; ``connections`` counts the sockets opened, the first included.
+    every try after the first connection, ``reconnected_at`` the ``time.monotonic()`` at which
+    each successful one completed; ``connections`` counts the sockets opened, the first included.
+    ``stayed_closed`` is the close code after which it did not reconnect (None while it does).
     Listeners given to ``on`` are attached again to every new socket.
 
     A reconnection resumes (``resume=False`` turns it off): the new socket emits ``resume`` with
@@ -77,6 +83,8 @@ class Reconnecting:
         self.options = {"open_timeout": open_timeout, **options}
         self.client: EventClient | None = None
         self.attempts: list[tuple[float, int, bool]] = []
+        self.reconnected_at: list[float] = []
+        self.stayed_closed: int | None = None
         self.connections = 0
         self.resumes = resume
         self.recovered = 0
@@ -154,10 +162,14 @@ class Reconnecting:
         while not self._closing:
             assert self.client is not None
             await self.client.connection.wait_closed()
+            code = self.client.connection.close_code
             await self.client.aclose()
             if self._closing:
                 return
             self.connected.clear()
+            if not should_reconnect(code):
+                self.stayed_closed = code  # the server meant it: coming back would meet the same answer
+                return
             attempt = 0
             while not self._closing:
                 await asyncio.sleep(self.delay(attempt))
@@ -171,6 +183,7 @@ class Reconnecting:
                     attempt += 1
                 else:
                     self.attempts.append((started, attempt, True))
+                    self.reconnected_at.append(time.monotonic())
                     break
 
     async def aclose(self) -> None:
@@ -256,30 +269,60 @@ async def aherd(
         await asyncio.sleep(downtime)
         back = time.monotonic()
         await server.start(port)
-        deadline = outage + seconds
-        while time.monotonic() < deadline and not all(u.connected.is_set() for u in users):
-            await asyncio.sleep(0.05)
-        all_back = time.monotonic() - outage if all(u.connected.is_set() for u in users) else None
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        await asyncio.sleep(max(0.0, outage + seconds - time.monotonic()))  # the whole window is counted
     finally:
         await asyncio.gather(*(u.aclose() for u in users), return_exceptions=True)
         await server.stop()
+    return herd_counts(users, outage=outage, back=back, seconds=seconds, bin_ms=bin_ms, jitter=jitter)
+
+
+def herd_counts(
+    users: list[Reconnecting], *, outage: float, back: float, seconds: float, bin_ms: float, jitter: bool
+) -> dict[str, Any]:
+    """One run's counts, every figure from the same records (times in seconds since ``outage``).
+
+    ``attempts``: tries per bin by when they started (when they reach the server);
+    ``reconnections``: successes per bin by when they completed, so that the last green bar of
+    lesson 10's figure ends where ``all reconnected after s`` says (None: someone was not back
+    within ``seconds``); ``reconnected at s`` lists each completion, ``connect s`` how long each
+    successful attempt took from its start (a connection request the server's full accept queue
+    dropped is sent again by the client's kernel a second later). ``waves``: per attempt
+    number (0 for the first retry), how many tries, their first and last start, and the most in
+    one bin: without jitter each is one wave.
+    """
     bins = int(seconds * 1000 / bin_ms)
     tries = [0] * bins
     successes = [0] * bins
+    by_attempt: dict[int, list[float]] = {}
     for user in users:
-        for at, _attempt, ok in user.attempts:
+        for at, attempt, _ok in user.attempts:
             k = int((at - outage) * 1000 / bin_ms)
+            by_attempt.setdefault(attempt, []).append(at - outage)
             if 0 <= k < bins:
                 tries[k] += 1
-                successes[k] += ok
+        for at in user.reconnected_at:
+            k = int((at - outage) * 1000 / bin_ms)
+            if 0 <= k < bins:
+                successes[k] += 1
+    everyone = all(user.reconnected_at for user in users)
+    last = max((at for user in users for at in user.reconnected_at), default=outage)
+    all_back = last - outage if everyone and last - outage < seconds else None
+    waves = []
+    for attempt, starts in sorted(by_attempt.items()):
+        slots = [int(t * 1000 / bin_ms) for t in starts]
+        waves.append({"attempt": attempt, "tries": len(starts), "from s": min(starts), "to s": max(starts),
+                      "most in one bin": max(slots.count(k) for k in set(slots))})
     return {
         "jitter": jitter,
-        "clients": clients,
+        "clients": len(users),
         "bin ms": bin_ms,
         "t": [k * bin_ms / 1000 for k in range(bins)],
         "attempts": tries,
         "reconnections": successes,
+        "waves": waves,
+        "reconnected at s": sorted(at - outage for user in users for at in user.reconnected_at),
+        "connect s": sorted(done - started for user in users for (started, _a, _ok), done
+                            in zip((a for a in user.attempts if a[2]), user.reconnected_at, strict=True)),
         "peak attempts per bin": max(tries),
         "peak reconnections per bin": max(successes),
         "total attempts": sum(len(u.attempts) for u in users),

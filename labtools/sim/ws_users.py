@@ -1,4 +1,4 @@
-"""The ``"websocket"`` crowd mode: lesson 04 runs lessons 01-03's chat workload over WebSockets.
+"""The ``"websocket"`` crowd mode: lesson 09 runs lessons 01-03's chat workload over WebSockets.
 
 ``run_crowd(relay, mode="websocket", ...)`` drives the same Poisson schedule of private messages
 as ``"poll"``, ``"long-poll"`` and ``"sse"``, against ``apps.relay`` (start it with

@@ -17,12 +17,20 @@ export function socketUrl(query) {
   return url.href;
 }
 
-// Close codes after which a page reconnects (lesson 10's rule): the server went away (1001), the
-// connection was lost without a close frame (1006: the network, a crash), a server error (1011),
-// a restart (1012), "try again later" (1013, a node that fell behind: resume elsewhere). After any
-// other code it stays closed: 1000 is a close the server meant, 1003/1008/1009 were caused by what
-// this page sent (it would send it again), and 4000-4999 are the app's own (the chat's 4001).
-const RETRY_AFTER = new Set([1001, 1006, 1011, 1012, 1013]);
+// Close codes after which a page reconnects (lesson 10's rule, the same as the Python clients':
+// labtools/events/client.py, RECONNECT_AFTER; a test checks that they agree for every code
+// 1000-1015 and 3000-4999). Reconnect when the cause is temporary and not this page's: the
+// server went away (1001), the connection was lost without a close frame (1006: the network, a
+// crash), a server error (1011), a restart (1012), "try again later" (1013, a node that fell
+// behind: resume elsewhere), a proxy whose server failed (1014). After any other code it stays
+// closed: 1000 and 1005 are closes the server meant, 1002, 1003 and 1007-1010 were caused by what
+// this page sent or lacks (it would do it again), 1015 is a TLS failure (it would fail again), and
+// 3000-4999 are libraries' and apps' own (the chat's 4001: do not come back).
+const RETRY_AFTER = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+
+export function shouldReconnect(code) {
+  return RETRY_AFTER.has(code);
+}
 
 export class EventSocket {
   // options.query: a query string for the upgrade, or a function giving one (none by default;
@@ -76,7 +84,7 @@ export class EventSocket {
       this.fire("disconnect", { code: event.code, reason: event.reason });
       const asked = this.reconnecting;
       this.reconnecting = false;
-      if (!this.closedByUser && (asked || RETRY_AFTER.has(event.code))) this.retry();
+      if (!this.closedByUser && (asked || shouldReconnect(event.code))) this.retry();
     };
   }
 
