@@ -17,8 +17,8 @@ up: ``runtime`` (the background loop and the registry of running services), ``me
 (the lesson apps), ``serving`` (``lt.serve``: the one way to start any server), ``cli`` and
 ``__main__`` (``python -m labtools serve APP``), ``processes`` (servers in child processes),
 ``deploy`` (Redis, the nodes and HAProxy of lesson 11), ``sim`` (simulated users and the
-lessons' experiments), ``plots`` (what a cell shows) and ``exercises`` (``lt.check``,
-``lt.solution``).
+lessons' experiments), ``plots`` (what a cell shows), ``exercises`` (``lt.check``,
+``lt.solution``) and ``watch`` (``lt.watch``: a live view of a running server).
 """
 
 from .deploy import alaunch, launch
@@ -26,12 +26,14 @@ from .exercises import check, solution
 from .plots.source import show
 from .runtime import arun, errors, run, shutdown, stop_all
 from .serving import ServerHandle, aserve, browser_url, serve
+from .watch import awatch, watch
 
 __all__ = [
     "ServerHandle",
     "alaunch",
     "arun",
     "aserve",
+    "awatch",
     "browser_url",
     "check",
     "errors",
@@ -42,4 +44,5 @@ __all__ = [
     "shutdown",
     "solution",
     "stop_all",
+    "watch",
 ]

@@ -23,7 +23,7 @@ def test_websocket_cost_adds_up() -> None:
 
 
 def synthetic(n: int, noise: float, seed: int = 0) -> list[Point]:
-    """Truth: 40 MB base + 25 KB per connection; 0.01 core idle + 15 µs per delivery."""
+    """Truth: 40 MB base + 25 KiB per connection; 0.01 core idle + 15 µs per delivery."""
     rng = random.Random(seed)
     points = []
     for k in range(1, n + 1):
@@ -44,7 +44,7 @@ def test_calibrate_recovers_the_truth_exactly_without_noise() -> None:
     assert fit.kb_per_conn == pytest.approx(25) and fit.cpu_us_per_delivery == pytest.approx(15)
     assert fit.base_rss_bytes == pytest.approx(40e6) and fit.base_cpu_s_per_s == pytest.approx(0.01)
     assert fit.kb_per_conn_se == pytest.approx(0, abs=1e-6) and fit.rss_residual_max < 1e-9
-    assert "25.0 ± 0.0 KB" in fit.summary()
+    assert "25.0 ± 0.0 KiB" in fit.summary()
 
 
 def test_calibrate_with_noise_brackets_the_truth_and_validates() -> None:

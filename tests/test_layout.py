@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"apps"},
     {"serving", "cli", "__main__", "processes", "deploy"},
     {"sim"},
-    {"plots", "exercises"},
+    {"plots", "exercises", "watch"},
     {"__init__"},
 ]
 LAYER_OF = {room: level for level, rooms in enumerate(LAYERS) for room in rooms}

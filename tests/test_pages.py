@@ -83,8 +83,8 @@ def module_graph(app: Path, entry: str) -> set[Path]:
 
 
 def test_the_pages_are_found() -> None:
-    assert {app.name for app in APPS} == {"minichat", "bands", "tickets", "map", "chat"}
-    assert len(PAGES) == 8
+    assert {app.name for app in APPS} == {"minichat", "bands", "tickets", "map", "chat", "watch"}
+    assert len(PAGES) == 9
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(STATIC)))

@@ -11,7 +11,8 @@ One run proves three promises of README and lesson 00, to keep CI short:
 * Run All works while another process keeps a core busy (a lesson asserts what holds on a busy
   laptop: relative figures, not absolute milliseconds);
 * the pages a lesson embeds are live right after Run All (in real Chromium: every embedded
-  page connects, and lesson 04's two chat pages exchange a message);
+  page connects, ``lt.watch``'s live view included, and lesson 04's two chat pages exchange a
+  message);
 * any cell can be run again: each cell, in order, twice in a row, after Run All.
 """
 
@@ -99,6 +100,13 @@ def wait_until_connected(page) -> None:
         page.wait_for_function("socket.readyState === WebSocket.OPEN", timeout=15_000)
 
 
+def watch_is_sampling(page) -> None:
+    """``lt.watch``'s view is live when samples keep coming: its last sample's time moves on."""
+    page.wait_for_function("document.getElementById('latest').dataset.t", timeout=10_000)
+    first = page.get_attribute("#latest", "data-t")
+    page.wait_for_function(f"document.getElementById('latest').dataset.t !== '{first}'", timeout=10_000)
+
+
 def check_pages_live(browser, iframes: list[str], notebook: str) -> None:
     """Every embedded page connects; chat pages of one server also exchange a message."""
     context = browser.new_context()
@@ -108,6 +116,8 @@ def check_pages_live(browser, iframes: list[str], notebook: str) -> None:
             page = context.new_page()
             page.goto(src)
             wait_until_connected(page)
+            if page.locator("#latest").count():
+                watch_is_sampling(page)
             by_server.setdefault(src.split("?")[0], []).append(page)
         for server, pages in by_server.items():
             chats = [p for p in pages if p.locator("form#send #text").count()]
@@ -134,7 +144,7 @@ def test_run_all_then_every_cell_again(path: Path, busy_core: None, browser) -> 
         errors = run_all(client, sources, iframes)
         assert not errors, f"{path.name} failed on Run All:\n" + "\n".join(errors)
         elapsed = time.monotonic() - started
-        embeds = "IFrame(" in "".join(sources) or "side_by_side(" in "".join(sources)
+        embeds = any(call in "".join(sources) for call in ("IFrame(", "side_by_side(", "lt.watch("))
         assert iframes or not embeds, f"{path.name} embeds pages but no iframe was displayed"
         if iframes:
             check_pages_live(browser, iframes, path.name)

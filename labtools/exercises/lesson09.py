@@ -12,7 +12,11 @@ def check_cores(answer: Any) -> None:
     assert abs(answer - 0.1) > 1e-9, (
         "0.1 cores counts each message once: a broadcast delivers it to 100 people, and each delivery costs"
     )
-    assert abs(answer - 1000) > 1e-6, "10 µs is 10 millionths of a second (1e-5 s), not 10 milliseconds"
+    assert abs(answer - 1000) > 1e-6, (
+        "1,000 cores is one message per user per second: each user writes once every 100 s, so a million users "
+        "send 10,000 messages per second"
+    )
+    assert abs(answer - 10_000) > 1e-6, "10 µs is 10 millionths of a second (1e-5 s), not 10 milliseconds"
     assert abs(answer - 10) <= 0.1, (
         f"{answer} cores? messages/s × fan-out = deliveries/s; × 10 µs each = CPU seconds per second, i.e. cores"
     )

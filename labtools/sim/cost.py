@@ -38,7 +38,7 @@ def websocket_cost(
     """What a WebSocket server costs, from six numbers.
 
     Unlike polling, an idle user costs no requests, only memory: every user holds one
-    connection (``kb_per_conn`` of server memory each). Work grows with the messages: each of
+    connection (``kb_per_conn`` KiB of server memory each). Work grows with the messages: each of
     ``users * msgs_per_user_per_s`` messages is delivered to ``fanout`` connections, and each
     delivery costs ``cpu_us_per_delivery`` of CPU and ``bytes_per_msg`` on the wire.
     ``calibrate`` measures the two server constants.
@@ -92,7 +92,7 @@ class CostFit:
 
     def summary(self) -> str:
         return (
-            f"{self.kb_per_conn:.1f} ± {self.kb_per_conn_se:.1f} KB per connection, "
+            f"{self.kb_per_conn:.1f} ± {self.kb_per_conn_se:.1f} KiB per connection, "
             f"{self.cpu_us_per_delivery:.1f} ± {self.cpu_us_per_delivery_se:.1f} µs CPU per delivery "
             f"(from {self.points} points; residuals up to {self.rss_residual_max:.0%} and {self.cpu_residual_max:.0%})"
         )

@@ -471,7 +471,7 @@ class TransportResult:
 
     @property
     def server_kb_per_user(self) -> float:
-        """The server's RSS growth during the run (peak − before) per user."""
+        """The server's RSS growth during the run (peak − before) per user, in KiB (1,024 bytes)."""
         return (self.server_rss_peak - self.server_rss_before) / self.users / 1024
 
     def row(self) -> dict[str, Any]:
