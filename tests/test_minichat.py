@@ -100,3 +100,21 @@ def test_side_by_side_embeds_one_named_page_per_person(minichat: lt.ServerHandle
     assert f'src="{minichat.page_url()}?name=Pedro"' in html
     assert "name=Ana+%3C3" in html and "Ana &lt;3" in html  # escaped in the URL and in the caption
     assert plots.embed.page_src("http://x/", name="Ana") == "http://x/?name=Ana"
+
+
+def test_bytes_are_counted_after_the_stats_are_reset(minichat: lt.ServerHandle) -> None:
+    """``reset_stats`` zeroes the counters the connections write into (it once replaced them, and
+    every byte after a reset went to a counter nobody read)."""
+    minichat.reset_stats()
+
+    async def scenario() -> None:
+        pedro = await EventClient.connect(minichat.ws_url, name="pedro")
+        try:
+            await pedro.request("msg-to-server", {"text": "after the reset", "name": "Pedro"})
+            await pedro.wait_for("msg-from-server")
+        finally:
+            await pedro.aclose()
+
+    lt.run(scenario())
+    total = minichat.stats()["total"]
+    assert total["bytesIn"] > len("after the reset") and total["bytesOut"] > len("after the reset")

@@ -93,7 +93,10 @@ class Traffic:
         }
 
     def reset(self) -> None:
-        self.total = Counter()
+        """Every count back to zero. ``total`` is zeroed in place, never replaced: the event layer's
+        server and its connections count bytes straight into the object they were given."""
+        for name in (f.name for f in fields(self.total)):
+            setattr(self.total, name, 0)
         self.routes = {}
 
 
