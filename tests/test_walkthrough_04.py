@@ -25,6 +25,8 @@ from typing import Any
 from waiting import wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
+import labtools as lt  # lt.run: this process's main thread may hold Playwright's loop (the browser tests)
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SMALLEST = NOTEBOOKS / "04_1_smallest_chat.ipynb"
 EVENT_LAYER = NOTEBOOKS / "04_2_event_layer.ipynb"
@@ -108,7 +110,7 @@ def test_smallest_chat_runs_with_python(tmp_path: Path) -> None:
     shutil.copy(NOTEBOOKS / "smallest_chat.html", tmp_path)  # the page it serves, beside it
     port = free_port()
     with running([sys.executable, "smallest_chat.py", str(port)], tmp_path, port):
-        heard = asyncio.run(two_talk(f"ws://127.0.0.1:{port}/"))
+        heard = lt.run(two_talk(f"ws://127.0.0.1:{port}/"))
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
     assert heard == ("hola Ana", "hola Ana")
     assert page == (NOTEBOOKS / "smallest_chat.html").read_bytes()
@@ -153,7 +155,7 @@ def test_my_chat_runs_with_the_course_command(tmp_path: Path) -> None:
     port = free_port()
     argv = [sys.executable, "-m", "labtools", "serve", "my_chat.py:build", "--port", str(port)]
     with running(argv, tmp_path, port):
-        asyncio.run(rooms(f"ws://127.0.0.1:{port}/"))
+        lt.run(rooms(f"ws://127.0.0.1:{port}/"))
         for path, name in (("/", "my_chat_page/index.html"), ("/my_chat.js", "my_chat_page/my_chat.js")):
             served = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
             assert served == files[name], f"GET {path} is not the page's {name}"
