@@ -8,7 +8,7 @@ and silently missing messages.
 What it runs: three apps, ``chat``, ``minichat`` and ``bands``, each as 3 nodes behind its own
 front door (HAProxy), all sharing one redis-server (append-only file on, as
 ``labtools.deploy.RedisServer`` starts it; its password reaches the nodes in their environment).
-Every node reaches Redis through a ``FaultyProxy`` of its own (as ``sim.nodes.alagging`` builds
+Every node reaches Redis through a ``FaultyProxy`` of its own (as ``experiments.nodes.alagging`` builds
 a lagging node), so that one node's link to Redis can be cut off alone. Simulated users, split
 across the apps:
 
@@ -91,9 +91,9 @@ from labtools.deploy.deployment import node_arguments
 from labtools.deploy.haproxy import missing_message as haproxy_missing
 from labtools.deploy.redis import missing_message as redis_missing
 from labtools.events import AckError, EventClient
+from labtools.experiments.nodes import wait_until
 from labtools.sim.chat_users import ChatUser
 from labtools.sim.faults import FaultyProxy
-from labtools.sim.nodes import wait_until
 
 APPS = ("chat", "minichat", "bands")
 NODES = 3

@@ -27,7 +27,7 @@ baseline) and with ``--broker redis://…`` as 1, 2 and 4 nodes; Socket.IO 4 (No
 benchmarks/peers/server_sio_redis.mjs, ``@socket.io/redis-adapter``) as 1, 2 and 4 nodes. Each
 system gets a fresh ``labtools.deploy.redis.RedisServer``. The load generator runs in a process
 of its own: benchmarks/peers/loadgen.mjs (socket.io-client) for Socket.IO, and this file's
-``--loadgen`` mode (``labtools.sim.scale.RawClient``: raw frames, its own codec) for labtools.
+``--loadgen`` mode (``labtools.experiments.scale.RawClient``: raw frames, its own codec) for labtools.
 
 Skips (exit 0) when redis-server is missing, unless CI is set; skips Socket.IO when node or npm
 is missing. Exits 1 when a delivery was lost or a system failed.
@@ -58,7 +58,7 @@ from websockets.frames import Opcode
 
 from labtools import processes
 from labtools.deploy.redis import RedisServer, missing_message, redis_available
-from labtools.sim.scale import RawClient, open_loop
+from labtools.experiments.scale import RawClient, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / "peers"

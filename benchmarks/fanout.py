@@ -15,7 +15,7 @@ clients − RSS with none) / C) and the highest rate sustained with p99 < 100 ms
 Two servers run the same workload, each in its own process (``python -m labtools serve
 minichat``, and a peer: a bare ``websockets`` server relaying with ``broadcast()``,
 compression off) so that server and load generator each get a core. The load generator is
-lean on purpose: ``labtools.sim.scale.RawClient``, raw asyncio protocols that speak just
+lean on purpose: ``labtools.experiments.scale.RawClient``, raw asyncio protocols that speak just
 enough WebSocket (handshake, frame headers, pongs) with a codec of their own, not the event
 layer's, so that it checks the server rather than agreeing with it, and so that its own cost
 does not end up in the server's latency.
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import psutil
 from websockets.frames import Opcode
 
+from labtools.experiments.scale import RawClient, open_loop
 from labtools.measure.metrics import percentile
-from labtools.sim.scale import RawClient, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDERS = 10

@@ -8,7 +8,7 @@ the cost model calibrated on them, and lesson 10's thundering herd.
 
 Each size runs on a fresh ``python -m labtools serve minichat`` (``labtools.processes.spawn``),
 with lean raw clients in this process broadcasting 10 messages per second to everyone
-(``labtools.sim.scale.measure_websocket``). The cost model (``labtools.sim.cost.calibrate``) is
+(``labtools.experiments.scale.measure_websocket``). The cost model (``labtools.experiments.cost.calibrate``) is
 fitted on every size but the largest, and validated on the largest. Exits 1 when a message was
 lost or duplicated.
 """
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from labtools import processes
-from labtools.sim.cost import calibrate, validate, websocket_cost
+from labtools.experiments.cost import calibrate, validate, websocket_cost
+from labtools.experiments.scale import measure_compression, measure_transport, measure_websocket, spawn_server
 from labtools.sim.reconnect import herd
-from labtools.sim.scale import measure_compression, measure_transport, measure_websocket, spawn_server
 
 #: Lesson 09's full run (``FULL = True`` in the notebook): the sizes of each part.
 FULL_TRANSPORT_SIZES = (10, 100, 1000, 5000, 10000)

@@ -16,9 +16,9 @@ up: ``runtime`` (the background loop and the registry of running services), ``me
 (several nodes of one app, on Redis), ``polling`` (the REST chat of lessons 01-02), ``apps``
 (the lesson apps), ``serving`` (``lt.serve``: the one way to start any server), ``cli`` and
 ``__main__`` (``python -m labtools serve APP``), ``processes`` (servers in child processes),
-``deploy`` (Redis, the nodes and HAProxy of lesson 11), ``sim`` (simulated users and the
-lessons' experiments), ``plots`` (what a cell shows), ``exercises`` (``lt.check``,
-``lt.solution``) and ``watch`` (``lt.watch``: a live view of a running server).
+``deploy`` (Redis, the nodes and HAProxy of lesson 11), ``sim`` (simulated users),
+``experiments`` (the lessons' experiments that stay helpers), ``plots`` (what a cell shows),
+``exercises`` (``lt.check``, ``lt.solution``) and ``watch`` (``lt.watch``: a live view of a running server).
 """
 
 from .deploy import alaunch, launch

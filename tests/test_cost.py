@@ -1,4 +1,4 @@
-"""``labtools.sim.cost``: the WebSocket cost model, its calibration and its validation."""
+"""``labtools.experiments.cost``: the WebSocket cost model, its calibration and its validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from labtools.sim.cost import Point, calibrate, validate, websocket_cost
+from labtools.experiments.cost import Point, calibrate, validate, websocket_cost
 
 
 def test_websocket_cost_adds_up() -> None:

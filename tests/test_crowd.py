@@ -7,10 +7,10 @@ from typing import ClassVar
 import pytest
 
 import labtools as lt
+from labtools.experiments.cost import polling_cost
 from labtools.measure.metrics import Traffic
 from labtools.sim import crowd as crowds
 from labtools.sim.conversation import Conversation
-from labtools.sim.cost import polling_cost
 from labtools.sim.users import ClientSpec, CrowdClient
 
 

@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"apps"},
     {"serving", "cli", "__main__", "processes", "deploy"},
     {"sim"},
+    {"experiments"},
     {"plots", "exercises", "watch"},
     {"__init__"},
 ]

@@ -1,12 +1,12 @@
-"""``labtools.sim.scale.measure_websocket``: small runs against a minichat in a child process."""
+"""``labtools.experiments.scale.measure_websocket``: small runs against a minichat in a child process."""
 
 from __future__ import annotations
 
 import pytest
 
 from labtools import processes
-from labtools.sim.cost import calibrate, validate
-from labtools.sim.scale import measure_compression, measure_transport, measure_websocket, spawn_server
+from labtools.experiments.cost import calibrate, validate
+from labtools.experiments.scale import measure_compression, measure_transport, measure_websocket, spawn_server
 
 
 @pytest.mark.parametrize("client", ["raw", "event"])

@@ -1,4 +1,4 @@
-"""Lesson 09's servers in a process of their own: ``python -m labtools.sim.scale_server WHAT``.
+"""Lesson 09's servers in a process of their own: ``python -m labtools.experiments.scale_server WHAT``.
 
 * ``broadcast --compression off|on|no-context-takeover``: a plain ``websockets`` server that
   sends every text message it receives to every connection (``websockets.broadcast``), with
@@ -7,7 +7,7 @@
 * any app ``lt.serve`` knows by name (``relay`` included, which the CLI does not serve).
 
 Like ``python -m labtools serve``, it prints its URL once listening and ends when its stdin
-ends (the parent that holds the pipe died). ``sim.scale.spawn_server`` starts it.
+ends (the parent that holds the pipe died). ``experiments.scale.spawn_server`` starts it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ async def run_app(app: str, host: str, port: int, stop: asyncio.Event) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m labtools.sim.scale_server")
+    parser = argparse.ArgumentParser(prog="python -m labtools.experiments.scale_server")
     parser.add_argument("what", help="broadcast, or an app's name")
     parser.add_argument("--compression", choices=COMPRESSION, default="off")
     parser.add_argument("--host", default="127.0.0.1")

@@ -26,9 +26,9 @@ from ..deploy import Deployment, FrontDoor, RedisServer
 from ..deploy.deployment import node_arguments
 from ..events import EventClient
 from ..serving import DeploymentHandle
-from .chat_users import ChatUser
-from .faults import FaultyProxy
-from .reconnect import Reconnecting
+from ..sim.chat_users import ChatUser
+from ..sim.faults import FaultyProxy
+from ..sim.reconnect import Reconnecting
 
 
 async def wait_until(predicate: Any, timeout: float, step: float = 0.01) -> bool:

@@ -38,8 +38,8 @@ from websockets.frames import Frame, Opcode
 from .. import httphead, processes, runtime
 from ..events import EventClient
 from ..measure.metrics import Traffic
+from ..sim.crowd import crowd
 from .cost import Point
-from .crowd import crowd
 
 CONNECT_AT_ONCE = 64
 
@@ -405,13 +405,14 @@ def measure_websocket(
 
 
 async def astart_server(what: str, *, compression: str = "off", name: str = "") -> processes.ChildServer:
-    """Start ``python -m labtools.sim.scale_server WHAT`` and wait for its URL (not registered).
+    """Start ``python -m labtools.experiments.scale_server WHAT`` and wait for its URL (not registered).
 
     The child ends with this process, as every child of ``processes`` does (a death signal on
     Linux, and its stdin: a pipe only this process holds).
     """
     return await processes.start_module(
-        "labtools.sim.scale_server", [what, "--compression", compression], app=what, name=name or f"scale:{what}"
+        "labtools.experiments.scale_server", [what, "--compression", compression], app=what,
+        name=name or f"scale:{what}",
     )
 
 

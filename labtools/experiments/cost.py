@@ -62,7 +62,7 @@ def websocket_cost(
 @dataclass
 class Point:
     """One measurement of a server: RSS with ``connections`` open; CPU seconds per second at
-    ``deliveries_per_s`` (what ``sim.scale.measure_websocket`` reports)."""
+    ``deliveries_per_s`` (what ``experiments.scale.measure_websocket`` reports)."""
 
     connections: float
     rss_bytes: float
