@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..events import EventServer
 from ..measure.metered_http import MeteredSite
@@ -48,7 +48,7 @@ def change(now: Counter, before: Counter) -> Counter:
         a, b = getattr(now, field), getattr(before, field)
         return a - b if a >= b else a
 
-    return Counter(gained("requests"), gained("empty"), gained("bytes_in"), gained("bytes_out"))
+    return Counter(*(gained(f.name) for f in fields(Counter)))
 
 
 class Sampler:
