@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,130 @@ def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path) -> None:
     assert code == "storage-full"
     assert not [e for e in chat.server.errors if "storage" in e or "full" in e]  # a refusal, not a bug
     chat.stop()
+
+
+#: The schema before version 1 (PRAGMA user_version 0): two indexes more, by sender and by recipient.
+VERSION_0_INDEXES = """
+CREATE INDEX messages_by_sender ON messages (sender, id);
+CREATE INDEX messages_by_recipient ON messages (recipient, id);
+"""
+
+
+def test_since_finds_what_a_user_sent_and_received_in_id_order_and_nothing_else(tmp_path) -> None:
+    """``Store.since`` (what ``resume`` replays) reads the user's conversations through the pair
+    index: every message from or to the user in the id range, in order, bounded by ``limit``."""
+    from labtools.apps.chat.store import SINCE, Store
+
+    async def main() -> None:
+        store = Store(str(tmp_path / "chat.db"))
+        await store.open()
+        for uid in "abcd":
+            await store.add_user(uid, uid, f"{uid}@example.test", "x")
+        sent = [("a", "b"), ("c", "d"), ("b", "a"), ("c", "a"), ("a", "a"), ("d", "b"), ("a", "c")]
+        for number, (sender, recipient) in enumerate(sent):
+            await store.add_message(sender, recipient, f"m{number}", f"k{number}")
+        of_a = [m["message"] for m in await store.since("a", 0, 100, 100)]
+        assert of_a == ["m0", "m2", "m3", "m4", "m6"]
+        assert [m["message"] for m in await store.since("a", 1, 4, 100)] == ["m2", "m3"]  # 1 < id <= 4
+        assert [m["message"] for m in await store.since("a", 0, 100, 2)] == ["m0", "m2"]
+        assert [m["message"] for m in await store.since("d", 0, 100, 100)] == ["m1", "m5"]
+        rows = await store._run(lambda: store.db.execute(f"EXPLAIN QUERY PLAN {SINCE}", ("a", 0, 9, 5)).fetchall())
+        plan = " ".join(row[3] for row in rows)
+        assert "USING INDEX messages_by_pair" in plan and "SCAN messages" not in plan
+        await store.close()
+
+    run(main())
+
+
+def test_a_version_0_database_is_upgraded_and_resumes_as_before(tmp_path) -> None:
+    """A database written by the schema before version 1 loses its two per-user indexes (each
+    message paid two more B-tree pages for them) and gets ``conversations`` filled from its
+    messages, so ``since`` answers exactly as it did."""
+    from labtools.apps.chat.store import SCHEMA, Store
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS conversations")[0] + VERSION_0_INDEXES)
+    old.executescript("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+    for uid in "abc":
+        old.execute("INSERT INTO users VALUES (?, ?, ?, 'x', 0)", (uid, uid, f"{uid}@example.test"))
+    for number, (sender, recipient) in enumerate([("a", "b"), ("b", "c"), ("c", "a"), ("b", "a")], start=1):
+        pair = "|".join(sorted((sender, recipient)))
+        old.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, 0, NULL)",
+                    (number, pair, sender, recipient, f"m{number}"))
+    assert old.execute("PRAGMA user_version").fetchone() == (0,)
+    old.close()
+
+    async def main() -> None:
+        store = Store(str(path))
+        await store.open()
+        assert [m["message"] for m in await store.since("a", 0, 10, 10)] == ["m1", "m3", "m4"]
+        assert [m["message"] for m in await store.since("c", 1, 10, 10)] == ["m2", "m3"]
+        _message, new = await store.add_message("c", "b", "after the upgrade", "k")
+        assert new and [m["message"] for m in await store.since("c", 3, 10, 10)] == ["after the upgrade"]
+        await store.close()
+
+    run(main())
+    upgraded = sqlite3.connect(path)
+    indexes = {name for (name,) in upgraded.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "messages_by_sender" not in indexes and "messages_by_recipient" not in indexes
+    assert upgraded.execute("PRAGMA user_version").fetchone() == (1,)
+    upgraded.close()
+
+
+def busy() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    return error
+
+
+def test_a_statement_that_finds_the_database_busy_at_once_is_tried_again_until_it_is_free() -> None:
+    """SQLite answers "busy" without waiting when two connections would deadlock (two nodes
+    opening one new file); ``when_free`` tries again for a while, and lets any other error through."""
+    from labtools.apps.chat.store import when_free
+
+    answers: list[Any] = [busy(), busy(), "done"]
+
+    def statement() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert when_free(statement) == "done" and not answers
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        when_free(lambda: (_ for _ in ()).throw(busy()), within=0.05)
+    other = sqlite3.OperationalError("no such table: nothing")
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise other
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        when_free(broken)
+    assert calls == [1]
+
+
+@pytest.mark.slow
+def test_nodes_that_open_one_new_file_together_all_start(tmp_path) -> None:
+    """Four processes open one new database at the same moment: each one starts."""
+    script = (
+        "import asyncio, sys, time\n"
+        "from labtools.apps.chat.store import Store\n"
+        "async def main():\n"
+        "    store = Store(sys.argv[1])\n"
+        "    while time.time() < float(sys.argv[2]): pass\n"
+        "    await store.open()\n"
+        "    print(store.epoch)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    for trial in range(3):
+        path = tmp_path / f"shared-{trial}.db"
+        start = time.time() + 1.0
+        processes = [subprocess.Popen([sys.executable, "-c", script, str(path), str(start)], cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [process.communicate(timeout=60) for process in processes]
+        assert all(process.returncode == 0 for process in processes), [err for _out, err in results]
+        assert len({out.strip() for out, _err in results}) == 1  # one epoch: one database

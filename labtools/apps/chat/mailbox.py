@@ -79,6 +79,7 @@ class Mailbox:
         self.store = store
         self.cursor = 0
         self.epoch = ""
+        self._epoch = '""'
         self.replayed = 0
         self.catch_ups = 0
         self._catching: asyncio.Task | None = None
@@ -89,6 +90,7 @@ class Mailbox:
         """Start after what the database holds (older messages are for ``resume`` and ``history``),
         and listen for the bells of the other nodes."""
         self.epoch = self.store.epoch
+        self._epoch = dumps(self.epoch)  # as every push carries it: encoded once
         self.cursor = await self.store.last_id()
         self.bus = bus
         bus.subscribe(BELLS, self._bell)
@@ -104,7 +106,7 @@ class Mailbox:
         ``encoded``: the message as JSON already (the handler's acknowledgement carries the
         same text): spliced in, not encoded again."""
         data = encoded if encoded is not None else dumps(message)
-        return f'{{"event":"personal-message","data":{data},"offset":"{message["id"]}","epoch":{dumps(self.epoch)}}}'
+        return f'{{"event":"personal-message","data":{data},"offset":"{message["id"]}","epoch":{self._epoch}}}'
 
     def attached(self, client: Client) -> None:
         """A socket became a user's: it gets, live, every message above the cursor from now on."""
