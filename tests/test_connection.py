@@ -144,3 +144,48 @@ def test_frames_waiting_for_a_suspended_handler_are_bounded_then_all_answered_in
             await server.aclose()
 
     run(scenario())
+
+
+def test_frames_for_one_socket_in_one_loop_turn_leave_in_one_write_and_a_broadcast_at_once() -> None:
+    """Frames written to a socket outside its own handler (the chat's push of A's message to B)
+    wait for the end of the loop turn and leave in one write, in order; a broadcast is written
+    to each socket at once, one write per frame."""
+
+    async def scenario() -> None:
+        server = EventServer("turn-test")
+
+        @server.on("poke")
+        def poke(client: Client, data: Any) -> None:
+            for other in server.clients.values():
+                if other is not client:
+                    other.emit("first", data)
+                    other.emit("second", data)
+
+        @server.on("shout")
+        def shout(client: Client, data: Any) -> None:
+            server.broadcast("heard", data, exclude=client)
+            server.broadcast("heard again", data, exclude=client)
+
+        await server.start()
+        ana = await EventClient.connect(server.url)
+        ws = await connect(f"ws://127.0.0.1:{server.port}/", compression=None)
+        try:
+            await asyncio.sleep(0.05)
+            listener = list(server.clients.values())[1]  # the raw socket, connected after Ana
+            counting = CountingWrites(listener.transport)
+            listener.transport = counting  # type: ignore[assignment]
+            await ana.request("poke", 1, timeout=10)
+            assert [json.loads(await ws.recv()) for _ in range(2)] == [{"event": "first", "data": 1},
+                                                                      {"event": "second", "data": 1}]
+            assert len(counting.writes) == 1
+            counting.writes.clear()
+            await ana.request("shout", 2, timeout=10)
+            assert [json.loads(await ws.recv())["event"] for _ in range(2)] == ["heard", "heard again"]
+            assert len(counting.writes) == 2
+            assert not server.errors
+        finally:
+            await ana.aclose()
+            await ws.close()
+            await server.aclose()
+
+    run(scenario())

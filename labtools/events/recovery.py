@@ -26,7 +26,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from .changes import Changes
 from .connection import Client
@@ -49,15 +49,21 @@ REPLAY = 1000
 LOG_KEEP = 10 * REPLAY
 
 
+class SendText(Protocol):
+    """``EventServer.send_text``: one encoded frame to some clients (``at_once``: a broadcast)."""
+
+    def __call__(self, targets: Iterable[Client], event: str, text: str, *, at_once: bool = False) -> int: ...
+
+
 class Recovery(Replicated):
     """An event server's changes over ``log``: apply in order, push with offsets, resume."""
 
     def __init__(self, changes: Changes, log: Log, *, node: str, clients: dict[int, Client], rooms: Rooms[Client],
-                 send: Callable[[Iterable[Client], str, str], int], recoverable: frozenset[str],
+                 send: SendText, recoverable: frozenset[str],
                  welcome: Callable[[Client], int], errors: list[str]) -> None:
         """``clients`` and ``rooms``: this node's connections; ``send(targets, event, text)``
-        writes a frame to some of them; ``welcome(client)`` sends the app's welcome (its state)
-        and says how many frames that was: sent again on resume."""
+        writes a frame to some of them (``EventServer.send_text``); ``welcome(client)`` sends the
+        app's welcome (its state) and says how many frames that was: sent again on resume."""
         super().__init__(changes, log, node=node, errors=errors)
         self.clients = clients
         self.rooms = rooms
@@ -131,7 +137,7 @@ class Recovery(Replicated):
         if push.exclude is not None or self.ahead or self.cut:
             cut = self.cut
             targets = [c for c in targets if c is not push.exclude and c not in cut and self._not_seen(c, offset)]
-        self.send(targets, push.event, text)
+        self.send(targets, push.event, text, at_once=True)  # a broadcast: written at once
         return text
 
     def _not_seen(self, client: Client, offset: Offset) -> bool:

@@ -134,6 +134,8 @@ class EventServer(Generic[S]):
         self.on_start: list[Callable[[], Awaitable[Any]]] = []
         self.on_close: list[Callable[[], Awaitable[Any]]] = []
         self.slow_clients_dropped = 0
+        #: Clients holding frames until this loop turn ends (``send_text``), flushed by ``_flush_turn``.
+        self._unflushed: list[Client] = []
         #: Every socket, from its first byte (clients are those past the handshake).
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()  # connect and disconnect callbacks that suspended
@@ -284,7 +286,7 @@ class EventServer(Generic[S]):
         targets: Iterable[Client] = self.clients.values() if to is None else self.rooms.members(to)
         if exclude is not None:
             targets = [c for c in targets if c is not exclude]
-        return self.send_text(targets, event, text)
+        return self.send_text(targets, event, text, at_once=True)
 
     def _from_bus(self, message: dict[str, Any]) -> None:
         """Another node broadcast: write its frame to our sockets (everyone, or the room's members)."""
@@ -304,12 +306,17 @@ class EventServer(Generic[S]):
             text = dumps({"event": event, "data": data})
         self.send_text([client], event, text)
 
-    def send_text(self, targets: Iterable[Client], event: str, text: str) -> int:
+    def send_text(self, targets: Iterable[Client], event: str, text: str, *, at_once: bool = False) -> int:
         """Write one already-encoded frame to every open target (the hot path).
 
-        Per delivery: a state check, a buffer check and one ``transport.write`` of shared bytes
-        (or, for a client corked while a handler of its own runs, an append to what leaves in
-        that handler's one write). A client whose unsent bytes would pass
+        Per delivery: a state check, a buffer check, and the frame's shared bytes appended to
+        what the client holds (corked while a handler of its own runs: that handler's one write)
+        or, for a client that holds nothing, held until this turn of the event loop ends
+        (``_flush_turn``): whatever one socket is sent in one turn leaves in one system call.
+        In the chat, the push of A's message to B and B's own acknowledgement and push, answered
+        by the same batch, are one write instead of two. A broadcast (``at_once``) is written at
+        once instead: one frame for many sockets, which rarely meets a second frame for the same
+        socket in one turn, is not worth holding. A client whose unsent bytes would pass
         ``Limits.client_buffer`` is dropped rather than buffered for: it must not make the
         server grow, nor hold anyone else back. The server-wide ``Limits.total_buffer`` is
         checked when a target is past its read-pause mark, or when the backlogs of this frame's
@@ -335,11 +342,17 @@ class EventServer(Generic[S]):
                 backlogs += buffered + size
                 backlog = backlog or buffered > high
             out = client.out
-            if out is None:
-                transport.write(frame)
-            else:
+            if out is not None:
                 out.append(frame)
                 client.pending += size
+            elif at_once:
+                transport.write(frame)
+            else:
+                client.out = [frame]
+                client.pending = size
+                if not self._unflushed:
+                    asyncio.get_running_loop().call_soon(self._flush_turn)
+                self._unflushed.append(client)
             sent += 1
             if trace is not None:
                 trace.record("server", client.name, event)
@@ -351,6 +364,13 @@ class EventServer(Generic[S]):
         counter.bytes_out += size
         self.total.bytes_out += size
         return sent
+
+    def _flush_turn(self) -> None:
+        """The loop turn in which frames were held for these clients has ended: write them, one
+        write per client (a client flushed meanwhile, by its own handler, holds nothing)."""
+        unflushed, self._unflushed = self._unflushed, []
+        for client in unflushed:
+            client.flush()
 
     def drop_slow(self, transport: asyncio.WriteTransport) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
