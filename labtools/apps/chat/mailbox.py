@@ -83,6 +83,8 @@ class Mailbox:
         self.replayed = 0
         self.catch_ups = 0
         self._catching: asyncio.Task | None = None
+        #: Messages this node stored that came before an older one (``stored``): for one loop turn.
+        self._held: dict[int, tuple[dict[str, Any], Json | None]] = {}
         self._again = False
         self._closed = False
 
@@ -117,13 +119,32 @@ class Mailbox:
 
     def stored(self, message: dict[str, Any], encoded: Json | None = None) -> None:
         """A message this node just stored (new, not a retry): ring the other nodes; push it here
-        now unless an older message is still to be read. ``encoded``: see ``frame``."""
+        now unless an older message is still to be pushed. ``encoded``: see ``frame``.
+
+        The handlers of one batch resume in the order their tasks were scheduled, which is not
+        always id order (a handler whose task had not started when its batch was written runs
+        before those waiting for it). A message that arrives early is held until the end of this
+        loop turn, by which the older ones of its batch have come; only a gap that is still open
+        then (another node's message) is read from the database (``wake``). Measured before this,
+        under the peers' load (P=100): one push in six went through a catch-up read, encoded again."""
         id = message["id"]
         self.bus.post(BELLS, {"id": id})
-        if id == self.cursor + 1:
-            self.deliver(message, encoded)
-        else:
+        if id != self.cursor + 1:
+            if not self._held:
+                asyncio.get_running_loop().call_soon(self._gap_still_open)
+            self._held[id] = (message, encoded)
+            return
+        self.deliver(message, encoded)
+        held = self._held
+        while held and self.cursor + 1 in held:
+            self.deliver(*held.pop(self.cursor + 1))
+
+    def _gap_still_open(self) -> None:
+        """The turn is over and messages are still held: what lies before them is read from the
+        database, which holds them too (the catch-up pushes each one once, in id order)."""
+        if any(id > self.cursor for id in self._held):
             self.wake()
+        self._held.clear()
 
     def deliver(self, message: dict[str, Any], encoded: Json | None = None) -> None:
         """Push ``message`` to the sender's and the recipient's sockets on this node."""
