@@ -6,8 +6,10 @@ Fills a fresh database with ``--rows`` messages among 1,000 users (``executemany
 transaction), one conversation holding a tenth of them, then times ``Store.history`` as the
 server calls it (the hand-off to the database thread included): the last page of a
 conversation, and a catch-up page ``after`` an id in the middle, for the big conversation and
-for random small ones. A page must take under 5 ms (p99); the query plans are printed too
-(both must search the ``messages_by_pair`` index, never scan the table).
+for random small ones; and a ``resume`` (``Store.since``: what one user missed while 2,000
+messages were stored) for the busiest user and for others. A page must take under 5 ms (p99);
+the query plans are printed too (all three search the ``messages_by_pair`` index, the resume once
+per conversation of its user, and never scan the table).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from labtools.apps.chat.store import HISTORY_AFTER, HISTORY_LAST, Store, pair_key
+from labtools.apps.chat.mailbox import MAX_RESUME
+from labtools.apps.chat.store import HISTORY_AFTER, HISTORY_LAST, SINCE, Store, pair_key
 
 USERS = 1000
 GOAL_MS = 5.0
+#: Message ids a resumed socket missed, all users together: a few seconds of a busy chat.
+RESUME_GAP = 2000
 
 
 def fill(store: Store, rows: int) -> tuple[str, str]:
@@ -45,6 +50,9 @@ def fill(store: Store, rows: int) -> tuple[str, str]:
 
     db.executemany("INSERT INTO messages (pair, sender, recipient, body, created_at, client_id)"
                    " VALUES (?, ?, ?, ?, ?, ?)", messages())
+    # Who took part in which conversation: what the batches write beside their rows (``resume``).
+    db.execute("INSERT OR IGNORE INTO conversations (uid, pair) SELECT sender, pair FROM messages")
+    db.execute("INSERT OR IGNORE INTO conversations (uid, pair) SELECT recipient, pair FROM messages")
     db.execute("COMMIT")
     db.execute("PRAGMA cache_size = -2000")
     return "u0", "u1"
@@ -82,6 +90,15 @@ async def measure(store: Store, rows: int, queries: int) -> dict[str, list[float
             timings[name.replace(",", ", on the db thread:", 1)].append(in_db)
             assert len(page) <= 30 and all(m["id"] > (after or 0) for m in page)
             assert [m["id"] for m in page] == sorted(m["id"] for m in page)
+    for kind, uid in (("resume, busiest user", "u0"), ("resume, other user", None)):
+        timings[kind] = []
+        for _ in range(queries):
+            middle = rng.randrange(rows - RESUME_GAP)
+            user = uid or f"u{rng.randrange(2, USERS)}"
+            start = time.perf_counter()
+            missed = await store.since(user, middle, middle + RESUME_GAP, MAX_RESUME + 1)
+            timings[kind].append((time.perf_counter() - start) * 1000)
+            assert all(middle < m["id"] <= middle + RESUME_GAP and user in (m["from"], m["to"]) for m in missed)
     return timings
 
 
@@ -96,7 +113,8 @@ async def main_async(rows: int, queries: int) -> int:
         print(f"filled {count:,} messages among {USERS:,} users in {fill_s:.1f} s")
         plans = await store._run(lambda: [
             store.db.execute(f"EXPLAIN QUERY PLAN {sql}", ("u0|u1", 5, 30)[:sql.count("?")]).fetchall()
-            for sql in (HISTORY_LAST, HISTORY_AFTER)])
+            for sql in (HISTORY_LAST, HISTORY_AFTER)] + [
+            store.db.execute(f"EXPLAIN QUERY PLAN {SINCE}", ("u0", 5, 30, 1001)).fetchall()])
         for plan in plans:
             print("plan:", "; ".join(row[-1] for row in plan))
         timings = await measure(store, rows, queries)

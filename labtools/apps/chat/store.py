@@ -121,7 +121,7 @@ BUSY_TIMEOUT_S = 10.0
 #: theirs), and a busy batch rewrites the same pages, so the log grows to some 18 MB between
 #: checkpoints (4,500 pages, against SQLite's automatic 1,000). A checkpoint copies each page once
 #: however often it was rewritten: measured under the peers' load, every 2,000 messages cost
-#: 0.93x the CPU per message of every 500, with a lower ack p99.
+#: 0.93-0.96x the CPU per message of every 500, with a slightly lower ack p99.
 CHECKPOINT_EVERY = 2000
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
