@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from labtools.apps.chat.mailbox import MAX_RESUME
-from labtools.apps.chat.store import HISTORY_AFTER, HISTORY_LAST, SINCE, Store, pair_key
+from labtools.apps.chat.store import CONVERSATIONS_OF_MESSAGES, HISTORY_AFTER, HISTORY_LAST, SINCE, Store, pair_key
 
 USERS = 1000
 GOAL_MS = 5.0
@@ -51,8 +51,7 @@ def fill(store: Store, rows: int) -> tuple[str, str]:
     db.executemany("INSERT INTO messages (pair, sender, recipient, body, created_at, client_id)"
                    " VALUES (?, ?, ?, ?, ?, ?)", messages())
     # Who took part in which conversation: what the batches write beside their rows (``resume``).
-    db.execute("INSERT OR IGNORE INTO conversations (uid, pair) SELECT sender, pair FROM messages")
-    db.execute("INSERT OR IGNORE INTO conversations (uid, pair) SELECT recipient, pair FROM messages")
+    db.execute(CONVERSATIONS_OF_MESSAGES)
     db.execute("COMMIT")
     db.execute("PRAGMA cache_size = -2000")
     return "u0", "u1"

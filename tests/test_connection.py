@@ -189,3 +189,33 @@ def test_frames_for_one_socket_in_one_loop_turn_leave_in_one_write_and_a_broadca
             await server.aclose()
 
     run(scenario())
+
+
+def test_a_frame_sent_with_connection_send_goes_after_the_frames_held_for_that_socket() -> None:
+    """``Connection.send`` (lesson 10's naive broadcast) writes at once: what the turn held for
+    that socket leaves first."""
+
+    async def scenario() -> None:
+        server = EventServer("send-order-test")
+
+        @server.on("poke")
+        async def poke(client: Client, data: Any) -> None:
+            for other in list(server.clients.values()):
+                if other is not client:
+                    other.emit("held", data)
+                    await other.connection.send('{"event":"direct","data":null}')
+
+        await server.start()
+        ana = await EventClient.connect(server.url)
+        ws = await connect(f"ws://127.0.0.1:{server.port}/", compression=None)
+        try:
+            await asyncio.sleep(0.05)
+            await ana.request("poke", 1, timeout=10)
+            assert [json.loads(await ws.recv())["event"] for _ in range(2)] == ["held", "direct"]
+            assert not server.errors
+        finally:
+            await ana.aclose()
+            await ws.close()
+            await server.aclose()
+
+    run(scenario())

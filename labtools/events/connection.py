@@ -426,6 +426,9 @@ class Connection(asyncio.Protocol):
         server's own broadcasts never wait (``EventServer.send_text``)."""
         if self.transport is None or self.protocol.state is not OPEN:
             raise ConnectionError("the connection is closed")
+        client = self.client
+        if client is not None and client.out:
+            client.flush()  # frames held for this client (``EventServer.send_text``) go first
         frame = text_frame(text)
         self.transport.write(frame)
         self.endpoint.total.bytes_out += len(frame)

@@ -87,12 +87,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 #: by recipient, for ``resume`` alone: two more pages each message dirtied. ``conversations``
 #: replaces them (who took part in which pair: written once per pair), and ``Store._open`` upgrades.
 SCHEMA_VERSION = 1
-UPGRADE_TO_1 = """
+#: ``conversations`` filled from the messages stored (an older database; a benchmark's bulk fill).
+CONVERSATIONS_OF_MESSAGES = ("INSERT OR IGNORE INTO conversations (uid, pair)"
+                             " SELECT sender, pair FROM messages UNION SELECT recipient, pair FROM messages")
+UPGRADE_TO_1 = f"""
 BEGIN IMMEDIATE;
 DROP INDEX IF EXISTS messages_by_sender;
 DROP INDEX IF EXISTS messages_by_recipient;
-INSERT OR IGNORE INTO conversations (uid, pair) SELECT sender, pair FROM messages;
-INSERT OR IGNORE INTO conversations (uid, pair) SELECT recipient, pair FROM messages;
+{CONVERSATIONS_OF_MESSAGES};
 PRAGMA user_version = 1;
 COMMIT;
 """
@@ -473,8 +475,9 @@ class Store:
         lock) in the batch's order, so they pair up with the batch's rows in order, skipping the
         retries: a retry's key is stored already, so no row inserted after it has that key."""
         (before,) = db.execute(LAST_ID).fetchone()
-        db.executemany(INSERT, [(pair_key(sender, recipient), sender, recipient, text, created_at, client_id)
-                                for sender, recipient, text, client_id in rows])
+        keyed = [(pair_key(sender, recipient), sender, recipient, text, created_at, client_id)
+                 for sender, recipient, text, client_id in rows]
+        db.executemany(INSERT, keyed)
         inserted = iter(db.execute(INSERTED, (before,)).fetchall())
         following = next(inserted, None)
         results: list[tuple[dict[str, Any], bool]] = []
@@ -488,9 +491,10 @@ class Store:
         if following is not None:
             raise RuntimeError("a row the batch inserted matches none of its messages")
         # Who took part in which conversation, for ``resume`` (``SINCE``): once per pair and batch,
-        # and nothing is written for a pair that is known already.
-        db.executemany(CONVERSATION, {(uid, pair_key(message["from"], message["to"]))
-                                      for message, new in results if new for uid in (message["from"], message["to"])})
+        # for the rows inserted (a retry may name another recipient), and nothing is written for a
+        # pair that is known already.
+        db.executemany(CONVERSATION, {(uid, pair) for (pair, sender, recipient, *_row), (_stored, new)
+                                      in zip(keyed, results, strict=True) if new for uid in (sender, recipient)})
         return results
 
     @classmethod
