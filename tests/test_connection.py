@@ -191,6 +191,50 @@ def test_frames_for_one_socket_in_one_loop_turn_leave_in_one_write_and_a_broadca
     run(scenario())
 
 
+def test_handlers_that_resume_in_one_turn_write_each_socket_once() -> None:
+    """The chat's batch: two handlers wait for one future, then each pushes to the other and is
+    acknowledged. Whichever resumes first, each socket gets its acknowledgement and the other's
+    push in one write (``TurnWrites.release``)."""
+
+    async def scenario() -> None:
+        server = EventServer("resume-turn-test")
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        @server.on("say")
+        async def say(client: Client, data: Any) -> str:
+            await stored
+            for other in server.clients.values():
+                if other is not client:
+                    other.emit("heard", data)
+            return "stored"
+
+        await server.start()
+        sockets = [await connect(f"ws://127.0.0.1:{server.port}/", compression=None) for _ in range(2)]
+        try:
+            await asyncio.sleep(0.05)
+            countings = []
+            for client in server.clients.values():
+                countings.append(CountingWrites(client.transport))
+                client.transport = countings[-1]  # type: ignore[assignment]
+            for id, ws in enumerate(sockets, start=1):
+                await ws.send(json.dumps({"event": "say", "data": id, "id": id}))
+            while len(server.dispatcher.running) < 2:
+                await asyncio.sleep(0.01)
+            stored.set_result(None)
+            for id, ws in enumerate(sockets, start=1):
+                frames = [json.loads(await ws.recv()) for _ in range(2)]
+                assert sorted(map(json.dumps, frames)) == sorted(
+                    map(json.dumps, [{"ack": id, "data": "stored"}, {"event": "heard", "data": 3 - id}]))
+            assert [len(counting.writes) for counting in countings] == [1, 1]
+            assert not server.errors
+        finally:
+            for ws in sockets:
+                await ws.close()
+            await server.aclose()
+
+    run(scenario())
+
+
 def test_a_frame_sent_with_connection_send_goes_after_the_frames_held_for_that_socket() -> None:
     """``Connection.send`` (lesson 10's naive broadcast) writes at once: what the turn held for
     that socket leaves first."""

@@ -134,6 +134,28 @@ def test_a_suspended_handler_sees_its_awaits_outcomes_and_cancellation_as_in_a_t
     assert run(scenario()) == ["boom", "caught", "cancelled inside"]
 
 
+def test_two_handlers_stepped_inline_may_await_one_future() -> None:
+    """Two frames read in one loop turn whose handlers await one future: the second is stepped
+    before the first one's Task starts. A Task clears the future's "someone waits" flag at once;
+    ``step`` must too, or the second ``await`` fails with "await wasn't used with future"."""
+    dispatch, sent = dispatcher()
+
+    async def scenario() -> None:
+        shared = asyncio.get_running_loop().create_future()
+
+        async def waits(client: Any, data: Any) -> Any:
+            return await shared
+
+        dispatch.register("wait", waits)
+        tasks = [dispatch.dispatch(FakeClient(), f'{{"event": "wait", "id": {id}}}') for id in (1, 2)]
+        shared.set_result("stored")
+        await asyncio.gather(*tasks)
+
+    run(scenario())
+    assert sent == [("ack", {"ack": 1, "data": "stored"}), ("ack", {"ack": 2, "data": "stored"})]
+    assert not dispatch.errors
+
+
 @pytest.mark.parametrize(
     ("text", "code", "route"),
     [

@@ -8,11 +8,12 @@ Modules, bottom up: ``frames`` (the wire format, ``EventError``, ``require``), `
 a client may cost), ``origins`` (which pages may connect), ``forwarded`` (who the client is
 behind the front door), ``pages`` (static files, the health check), ``rooms``
 (membership), ``connection`` (one socket: ``Connection``; ``Client``, what handlers get),
-``inline`` (a coroutine run inline until it suspends), ``dispatch`` (one frame to its handler),
-``log`` (the ordered history: ``MemoryLog``), ``replicated`` (a state machine over a log),
-``changes`` (an app's registered changes), ``recovery`` (offsets, resume), ``adapter`` (how a
-server reaches other nodes: ``LocalAdapter``), ``server`` (``EventServer``), ``client``
-(``EventClient``, the simulated and test client).
+``turn`` (frames held until the loop's turn ends, one write per socket), ``inline`` (a
+coroutine run inline until it suspends), ``dispatch`` (one frame to its handler), ``log`` (the
+ordered history: ``MemoryLog``), ``replicated`` (a state machine over a log), ``changes`` (an
+app's registered changes), ``recovery`` (offsets, resume), ``adapter`` (how a server reaches
+other nodes: ``LocalAdapter``), ``server`` (``EventServer``), ``client`` (``EventClient``, the
+simulated and test client).
 """
 
 from .adapter import Bus

@@ -37,9 +37,15 @@ Send = Callable[[Iterable[Client], str, str], int]
 class Dispatcher:
     """The handlers of a server by event name, and how one frame reaches one of them."""
 
-    def __init__(self, traffic: Traffic, send: Send, errors: list[str], trace: Trace | None = None) -> None:
+    def __init__(self, traffic: Traffic, send: Send, errors: list[str], trace: Trace | None = None,
+                 release: Callable[[Client], None] = lambda client: client.flush()) -> None:
+        """``release(client)``: a handler that suspended has finished and the frames it wrote
+        for its client, acknowledgement last, are held; the server passes ``TurnWrites.release``
+        (they leave with the rest of the turn's frames for that client), the default writes them
+        now."""
         self.traffic = traffic
         self.send = send
+        self.release = release
         self.errors = errors
         self.trace = trace
         self.handlers: dict[str, Handler] = {}
@@ -117,7 +123,7 @@ class Dispatcher:
     async def _finish(self, client: Client, emit: Emit, coroutine: Coroutine, awaited: Any,
                       then: Callable[[], None] | None) -> None:
         """The rest of a handler that suspended, then its acknowledgement: the last step's
-        pushes to the sender and the acknowledgement leave in one write."""
+        pushes to the sender and the acknowledgement leave in one write (``release``)."""
         try:
             self.acknowledge(client, emit, await finish(coroutine, awaited, client))
         except EventError as error:
@@ -128,7 +134,7 @@ class Dispatcher:
         except Exception as exc:
             self.failed(client, emit, exc)
         finally:
-            client.flush()
+            self.release(client)
             if then is not None:
                 then()
 

@@ -42,6 +42,11 @@ def step(coroutine: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
         awaited = coroutine.send(None)
     except StopIteration as stop:
         return True, stop.value
+    if asyncio.isfuture(awaited):
+        # What a Task does at once with a yielded future: clear its "someone waits" flag. Left
+        # set until ``finish`` runs, another handler awaiting the same future in between (two
+        # frames read in one loop turn) would fail with "await wasn't used with future".
+        awaited._asyncio_future_blocking = False
     return False, awaited
 
 

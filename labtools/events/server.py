@@ -60,6 +60,7 @@ from .pages import HEALTH_PATH, HEALTHY, serve_file
 from .recovery import LOG_KEEP, Recovery
 from .replicated import Push
 from .rooms import Rooms
+from .turn import TurnWrites
 
 OPEN = State.OPEN
 KEEPALIVE = 20.0
@@ -120,7 +121,9 @@ class EventServer(Generic[S]):
         self.clients: dict[int, Client] = {}
         self.rooms: Rooms[Client] = Rooms()
         self.errors: list[str] = []
-        self.dispatcher = Dispatcher(self.traffic, self.send_text, self.errors, trace)
+        #: Clients holding frames until this loop turn ends (``send_text``, handlers that finished).
+        self.turn = TurnWrites()
+        self.dispatcher = Dispatcher(self.traffic, self.send_text, self.errors, trace, release=self.turn.release)
         self.changes = Changes(state, self.clients.get)
         #: How this server reaches the other nodes of its app (``use``); in-process by default.
         self.adapter: Adapter = LocalAdapter()
@@ -134,8 +137,6 @@ class EventServer(Generic[S]):
         self.on_start: list[Callable[[], Awaitable[Any]]] = []
         self.on_close: list[Callable[[], Awaitable[Any]]] = []
         self.slow_clients_dropped = 0
-        #: Clients holding frames until this loop turn ends (``send_text``), flushed by ``_flush_turn``.
-        self._unflushed: list[Client] = []
         #: Every socket, from its first byte (clients are those past the handshake).
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()  # connect and disconnect callbacks that suspended
@@ -310,9 +311,9 @@ class EventServer(Generic[S]):
         """Write one already-encoded frame to every open target (the hot path).
 
         Per delivery: a state check, a buffer check, and the frame's shared bytes appended to
-        what the client holds (corked while a handler of its own runs: that handler's one write)
-        or, for a client that holds nothing, held until this turn of the event loop ends
-        (``_flush_turn``): whatever one socket is sent in one turn leaves in one system call.
+        what the client holds (corked while a handler of its own runs, or held for the turn) or,
+        for a client that holds nothing, held until this turn of the event loop ends
+        (``TurnWrites``): whatever one socket is sent in one turn leaves in one system call.
         In the chat, the push of A's message to B and B's own acknowledgement and push, answered
         by the same batch, are one write instead of two. A broadcast (``at_once``) is written at
         once instead: one frame for many sockets, which rarely meets a second frame for the same
@@ -350,9 +351,7 @@ class EventServer(Generic[S]):
             else:
                 client.out = [frame]
                 client.pending = size
-                if not self._unflushed:
-                    asyncio.get_running_loop().call_soon(self._flush_turn)
-                self._unflushed.append(client)
+                self.turn.hold(client)
             sent += 1
             if trace is not None:
                 trace.record("server", client.name, event)
@@ -364,13 +363,6 @@ class EventServer(Generic[S]):
         counter.bytes_out += size
         self.total.bytes_out += size
         return sent
-
-    def _flush_turn(self) -> None:
-        """The loop turn in which frames were held for these clients has ended: write them, one
-        write per client (a client flushed meanwhile, by its own handler, holds nothing)."""
-        unflushed, self._unflushed = self._unflushed, []
-        for client in unflushed:
-            client.flush()
 
     def drop_slow(self, transport: asyncio.WriteTransport) -> None:
         """A client that stopped reading would make the server buffer without bound: cut it."""
