@@ -100,8 +100,9 @@ class Client:
     ``session`` is the app's own per-connection data: whatever the server's ``session``
     factory made for this connection (a dataclass of the app's, typed), or None.
 
-    ``out`` holds the frames written while the client is corked (``cork``/``flush``): the
-    frames one handler run produces for this socket leave in one write.
+    ``out`` holds the frames written while the client is corked (``cork``/``flush``) or held
+    for the rest of the loop's turn (``TurnWrites``): what one handler run, or one turn,
+    produces for this socket leaves in one write.
     """
 
     __slots__ = ("id", "host", "connection", "protocol", "transport", "session", "frames", "bytes", "name",
