@@ -7,10 +7,10 @@ written by that message's handler, and the push of the partner's message, writte
 partner's handler when both messages were stored by the same batch. Held until the turn ends,
 they leave together: one system call instead of two or three.
 
-The frames themselves wait in the ``Client`` (``out``, ``pending``: they count against its
-buffer bound); ``TurnWrites`` only remembers which clients hold some and writes them when the
-turn is over. Order is kept: anything that must write to the socket directly (a close frame, a
-pong, ``Connection.send``) first flushes what the client holds.
+The frames themselves wait in the ``Client`` (``out``; they count against its buffer bound);
+``TurnWrites`` only remembers which clients hold some and writes them when the turn is over.
+Order is kept: anything that must write to the socket directly (a close frame, a pong,
+``Connection.send``) first flushes what the client holds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ class Holder(Protocol):
     """What ``TurnWrites`` asks of a client (a ``Client``)."""
 
     out: list[bytes] | None
-    pending: int
 
     def flush(self) -> None: ...
 
@@ -49,8 +48,7 @@ class TurnWrites:
         if client.out:
             self.hold(client)
         else:
-            client.out = None
-            client.pending = 0
+            client.flush()  # nothing held: the client is uncorked, and nothing is written
 
     def flush(self) -> None:
         """The turn has ended: one write per client (a client flushed meanwhile holds nothing)."""
