@@ -79,6 +79,9 @@ def test_a_failing_message_fails_alone(tmp_path) -> None:
         )
         assert isinstance(results[1], sqlite3.IntegrityError)
         assert results[0][0]["message"] == "fine" and results[2][0]["message"] == "fine too"
+        rows = await store._run(lambda: store.db.execute("SELECT body, client_id FROM messages ORDER BY id").fetchall())
+        assert rows == [("fine", "a"), ("fine too", "c")]  # the broken batch left nothing behind
+        assert [results[0][0]["id"], results[2][0]["id"]] == [1, 2]
         await store.close()
 
     run(main())
