@@ -87,6 +87,28 @@ def test_a_failing_message_fails_alone(tmp_path) -> None:
     run(main())
 
 
+def test_a_batch_is_one_plain_transaction_and_a_broken_one_a_second(tmp_path) -> None:
+    """No savepoint around a batch: while one is open SQLite copies every page the batch dirties
+    into a sub-journal (a temporary file past 64 KiB). A batch a row breaks is rolled back and
+    stored row by row in a second transaction."""
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", "ana", "pedro")
+        statements: list[str] = []
+        store.writer.set_trace_callback(statements.append)
+        await asyncio.gather(*(store.add_message("ana", "pedro", f"m{i}", f"c{i}") for i in range(50)))
+        await asyncio.gather(store.add_message("ana", "pedro", "fine", "x"),
+                             store.add_message("ana", "nobody", "broken", "y"), return_exceptions=True)
+        store.writer.set_trace_callback(None)
+        verbs = [statement.split()[0].upper() for statement in statements]
+        assert not [verb for verb in verbs if verb in ("SAVEPOINT", "RELEASE")], statements
+        transactions = [verb for verb in verbs if verb in ("BEGIN", "COMMIT", "ROLLBACK")]
+        # The 50 messages (one loop turn: one batch), then the broken batch and its second try.
+        assert transactions == ["BEGIN", "COMMIT", "BEGIN", "ROLLBACK", "BEGIN", "COMMIT"], transactions
+        await store.close()
+
+    run(main())
+
+
 def test_a_batch_that_finds_the_write_lock_taken_waits_on_the_thread_not_the_loop(tmp_path) -> None:
     """Another process's write transaction holds the lock: the batch goes to the thread, which
     waits for it, while the loop goes on (a timer keeps firing); it is stored once the lock is free."""

@@ -10,7 +10,8 @@ Why a batch of messages is written on the loop all the same: handing it to the t
 more than writing it. The thread must take Python's lock back after every SQLite call, and
 under load the loop holds it: measured, a 100-message batch needed 1.2 ms of CPU and 12-20 ms
 of waiting for the lock (``benchmarks/chat_timeline.py``). Written on the loop, in one
-``executemany``, it costs the loop about 12 µs per message and waits for nothing. Only when
+``executemany``, it costs the loop about 24 µs per message (its commit included, in batches of
+about 100: ``benchmarks/chat_timeline.py``) and waits for nothing. Only when
 the write lock is free at once: the loop's connection never waits (busy timeout 0) and never
 checkpoints, and a batch that finds the lock taken (another node of the deployment is writing)
 goes to the thread, which waits for it. (better-sqlite3, Node's synchronous SQLite, makes the
@@ -453,9 +454,10 @@ class Store:
         Why not a savepoint around the ``executemany``, to roll back only it: while a savepoint
         is open, SQLite copies every page the batch dirties into a sub-journal (past 64 KiB, a
         temporary file: created, written and deleted each batch), in case it must undo them.
-        Measured (100-message batches, ``benchmarks/peers/README.md``): 40 µs per message with
-        it, 22 without. A batch that breaks is rare; it pays for a second transaction instead.
-        One row alone needs nothing of the kind: SQLite undoes a failed statement by itself."""
+        Measured under the peers' load at P=100 (``benchmarks/peers/README.md``): the chat spent
+        101.7 µs of CPU per message with it, 82.4 without. A batch that breaks is rare; it pays
+        for a second transaction instead. One row alone needs nothing of the kind: SQLite undoes
+        a failed statement by itself."""
         created_at = int(time.time() * 1000)
         try:
             return self._transaction(db, lambda: self._insert_batch(db, rows, created_at))
