@@ -8,14 +8,13 @@ nothing needs a lock, and the loop only awaits a future.
 
 Why a batch of messages is written on the loop all the same: handing it to the thread costs
 more than writing it. The thread must take Python's lock back after every SQLite call, and
-under load the loop holds it: measured, a 100-message batch needed 1.2 ms of CPU and 12-20 ms
-of waiting for the lock (``benchmarks/chat_timeline.py``). Written on the loop, in one
-``executemany``, it costs the loop about 24 µs per message (its commit included, in batches of
-about 100: ``benchmarks/chat_timeline.py``) and waits for nothing. Only when
-the write lock is free at once: the loop's connection never waits (busy timeout 0) and never
-checkpoints, and a batch that finds the lock taken (another node of the deployment is writing)
-goes to the thread, which waits for it. (better-sqlite3, Node's synchronous SQLite, makes the
-same bet.)
+under load the loop holds it: measured, a 100-message batch on the thread waited 12-20 ms for
+the lock (``benchmarks/chat_timeline.py``). Written on the loop, in one ``executemany``, it
+waits for nothing: a batch of about 100 costs the loop about 2.3 ms, its commit included (the
+same benchmark, under the peers' load at P=100). Only when the write lock is free at once:
+the loop's connection never waits (busy timeout 0) and never checkpoints, and a batch that
+finds the lock taken (another node of the deployment is writing) goes to the thread, which
+waits for it. (better-sqlite3, Node's synchronous SQLite, makes the same bet.)
 
 Why WAL with ``synchronous=NORMAL``: a commit is then a write to the log without an ``fsync``,
 so storing a message costs microseconds, and a committed message survives the server process
