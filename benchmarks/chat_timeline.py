@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/chat_timeline.py                  # P=100 pairs, 5 s, uvloop if installed
     .venv/bin/python benchmarks/chat_timeline.py --seconds 3 --loop asyncio --json timeline.json
+    .venv/bin/python benchmarks/chat_timeline.py --checkpoints copy-only   # what the log's resets cost
     .venv/bin/python benchmarks/chat_timeline.py --quick          # a smoke pass: 5 pairs, 1 s
 
 What it measures. The chat server (``python -m labtools serve chat --db FILE``'s server: the same
@@ -35,6 +36,14 @@ and the k-th ``_answer`` are the same batch). Each acknowledged message of the m
 7. answered -> the handler's coroutine resumes after its ``await`` (the Task's wake-up, behind
    the batch's earlier messages);
 8. resumed -> the acknowledgement written (the pushes to both users, the ack, one write).
+
+The log's resets. Every ``CHECKPOINT_EVERY`` messages the store copies its log into the database
+in two steps on its thread; the second one holds every batch back until the log's last pages are
+copied and synced, so that the log can start over (``Store._checkpoint``). The report gives how
+long each reset held the batches back, and the server's read -> ack of the messages in the
+batches written right after one, against the others'. ``--checkpoints copy-only`` skips the
+second step (the log never starts over and grows without bound) and ``--checkpoints none``
+every checkpoint: measurements of what the resets cost, never a way to run a chat.
 
 Also: batch sizes, the event loop's lag (the lateness of a 1 ms timer), the CPU of the process,
 of the loop's thread and of the database thread, how many batches went to the thread, the
@@ -79,6 +88,7 @@ from labtools.events.connection import Connection
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "peers" / "loadgen.mjs"
 ns = time.perf_counter_ns
+CHECKPOINT_MODES = ("two-step", "copy-only", "none")
 STAGES = (
     "1. bytes read → handler called",
     "2. handler called → Store.add_message",
@@ -105,9 +115,13 @@ class Timeline:
         self.added: list[tuple[Any, int]] = []  # (clientId, add_message called)
         self.handed: list[int] = []  # per batch: write_batch called
         self.db: list[tuple[int, int, int, int]] = []  # per batch: (start, end, thread CPU ns, rows), loop or thread
-        self.written: list[tuple[int, list]] = []  # per batch: (_answer called, the batch's rows)
+        #: per batch: (_answer called, its rows' clientIds). Not the rows: their futures hold every stored message,
+        #: and the collector's full passes would walk all of them, stalling the loop the run measures.
+        self.written: list[tuple[int, list]] = []
         self.on_thread = 0  # batches written on the database thread (they found the write lock taken)
-        self.checkpoints = 0  # checkpoints on the thread, each before a batch (inside stage 3)
+        self.checkpoints = 0  # log resets (a checkpoint's second step), each before a batch (inside stage 3)
+        self.resets: list[tuple[int, int]] = []  # per log reset: (began, ended), no batch written meanwhile
+        self.held: set[int] = set()  # the batches written right after a log reset: the ones it held back
         self.resumed: list[tuple[Any, int]] = []  # (clientId, the handler resumed)
         self.acked: list[tuple[Any, int]] = []  # (clientId, acknowledgement written)
         self.refused: list[tuple[int, str]] = []  # (when, code): refusals of any frame
@@ -205,10 +219,19 @@ def instrument(server: Any, timeline: Timeline) -> None:
     original_checkpoint = need(store, "_checkpoint", "Store")
 
     def checkpoint(loop: asyncio.AbstractEventLoop, then: Callable[[], None], *, finish: bool) -> bool:
-        started = original_checkpoint(loop, then, finish=finish)
-        if started and finish:  # this write_batch call wrote nothing: the batch is written by the next one
+        if not finish:  # the first step, beside the writes
+            return original_checkpoint(loop, then, finish=False)
+        began = ns()
+
+        def reset_done() -> None:
+            timeline.resets.append((began, ns()))
+            then()
+
+        started = original_checkpoint(loop, reset_done, finish=True)
+        if started:  # this write_batch call wrote nothing: the batch is written by the next one
             timeline.handed.pop()
             timeline.checkpoints += 1
+            timeline.held.add(len(timeline.handed))
         return started
 
     store._checkpoint = checkpoint
@@ -232,7 +255,7 @@ def instrument(server: Any, timeline: Timeline) -> None:
     written = timeline.written.append
 
     def _answer(batch: list, results: Any, error: Any) -> None:
-        written((ns(), batch))
+        written((ns(), [row[3] for row in batch]))
         original_answer(batch, results, error)
 
     store._answer = _answer
@@ -295,6 +318,19 @@ def instrument(server: Any, timeline: Timeline) -> None:
         original_refuse(client, id, error)
 
     dispatcher.refuse = refuse
+
+
+def change_checkpoints(store: Any, mode: str) -> None:
+    """For ``--checkpoints``: the store's own checkpoints (``two-step``), or, to measure what
+    resetting the log costs the messages, only their first step (``copy-only``: the log is copied
+    beside the writes, no batch is ever held back, and under load, where a copy never catches up
+    with the writes, the log never starts over and grows without bound) or none at all."""
+    if mode == "copy-only":
+        need(store, "_copied", "Store")
+        store._copied = lambda: setattr(store, "_copying", False)  # never asks for the second step
+    elif mode == "none":
+        need(store, "_written_messages", "Store")
+        store._written_messages = lambda loop, count: None  # never counts towards a checkpoint
 
 
 def schedstat(tid: int) -> tuple[int, int]:
@@ -365,11 +401,13 @@ async def measure(args: argparse.Namespace, node: str, folder: Path) -> tuple[Ti
     server = serving.build("chat", **options)  # what `python -m labtools serve chat --db FILE` builds
     timeline = Timeline()
     instrument(server, timeline)
+    change_checkpoints(server.state.store, args.checkpoints)
     loop = asyncio.get_running_loop()
     loop_name = type(loop).__module__.split(".")[0]
     stop_ticker = start_ticker(timeline, loop)
     try:
         server = await serving.start(server, "127.0.0.1", 0)
+        cli.settle_heap()  # as ``serve`` does once its server is up
         try:
             idle = ns()
             await asyncio.sleep(0.3)  # the idle loop's lag: the timer's own baseline
@@ -424,7 +462,7 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
         timeline.handled, timeline.added, timeline.resumed, timeline.acked))
     # One batch in flight at a time: the k-th write_batch, successful transaction and _answer are the same batch.
     batches = min(len(timeline.handed), len(timeline.db), len(timeline.written))
-    per_message: dict[str, tuple[int, int, int, int, int]] = {}
+    per_message: dict[str, tuple[int, int, int, int, int, int]] = {}  # ..., batch size, batch index
     mismatched = 0
     for k in range(batches):
         start, end, _cpu, rows = timeline.db[k]
@@ -432,12 +470,12 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
         if rows != len(batch):
             mismatched += 1
             continue
-        for row in batch:
-            key = row[3]
+        for key in batch:
             if isinstance(key, str) and key.startswith(prefix):
-                per_message[key] = (timeline.handed[k], start, end, when, len(batch))
+                per_message[key] = (timeline.handed[k], start, end, when, len(batch), k)
     complete: list[tuple[int, ...]] = []
     sizes_seen: list[int] = []
+    held_back: list[bool] = []  # per complete message: its batch waited for a log reset
     inbox: list[float] = []
     missing = {"twice": 0, "handler": 0, "read": 0, "add_message": 0, "batch": 0, "resumed": 0, "disordered": 0}
     for key, ack in acked.items():
@@ -457,6 +495,7 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
             continue
         complete.append(t)
         sizes_seen.append(stamps[4])
+        held_back.append(stamps[5] in timeline.held)
         if dequeued:
             inbox.append((dequeued - read) / 1000)
     base = {"messages": len(complete), "acked": len(acked), "missing": missing, "mismatchedBatches": mismatched}
@@ -491,6 +530,9 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
         # for one, or blocked: on the GIL (the loop's thread holds it while it runs Python), or a lock.
         cpu["dbInFlightPct"] = 100 * in_flight / seconds
         cpu["dbBlockedPct"] = cpu["dbInFlightPct"] - cpu["dbOnCpuPct"] - cpu["dbRunqueuePct"]
+    resets = [(end - began) / 1e6 for began, end in timeline.resets if first <= began <= last]
+    held_e2e = [us for us, held in zip(e2e, held_back, strict=True) if held]
+    rest_e2e = [us for us, held in zip(e2e, held_back, strict=True) if not held]
     refused: dict[str, int] = {}
     for when, code in timeline.refused:
         if first <= when <= last:
@@ -506,6 +548,9 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
                     "sizePerMessage": summary([float(size) for size in sizes_seen]),
                     "dbWallUs": summary(db_wall), "dbCpuUs": summary(db_cpu)},
         "loopLagMs": summary(lag), "idleLagMs": summary(idle), "cpu": cpu, "refused": refused,
+        "logResets": {"count": len(resets), "waitMs": summary(resets), "heldMessages": len(held_e2e),
+                      "otherMessages": len(rest_e2e), "heldEndToEndUs": summary(held_e2e),
+                      "otherEndToEndUs": summary(rest_e2e)},
         "switchIntervalMs": sys.getswitchinterval() * 1000,
         "medianMessageUs": [(stamp - complete[median][0]) / 1000 for stamp in complete[median]],
     }
@@ -513,6 +558,10 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
 
 def fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def ms(microseconds: float | None) -> str:
+    return fmt(None if microseconds is None else microseconds / 1000, 2)
 
 
 def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namespace, loop_name: str,
@@ -556,8 +605,8 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
         f"{fmt(batches['sizePerMessage']['median'])}, p90 {fmt(batches['sizePerMessage']['p90'])}. "
         f"Per batch (stage 5): wall median {fmt(batches['dbWallUs']['median'])} µs, of which on its thread's "
         f"CPU clock {fmt(batches['dbCpuUs']['median'])} µs; {timeline.on_thread:,} batches of the whole run went "
-        "to the database thread (the write lock was taken), the rest were written on the loop; "
-        f"{timeline.checkpoints:,} checkpoints ended on the thread, each before a batch (inside stage 3).",
+        "to the database thread (the write lock was taken), the rest were written on the loop.",
+        log_resets(figures["logResets"], args.checkpoints),
         f"- **Event loop lag** (lateness of a 1 ms timer): p50 {fmt(lag['median'], 2)} ms, p90 {fmt(lag['p90'], 2)}, "
         f"p99 {fmt(lag['p99'], 2)}, max {fmt(lag['max'], 2)} ms (idle, before the load: p50 "
         f"{fmt(idle['median'], 2)} ms).",
@@ -590,6 +639,28 @@ def report(figures: dict[str, Any], phase: dict[str, Any], args: argparse.Namesp
     return "\n".join(lines)
 
 
+def log_resets(resets: dict[str, Any], mode: str) -> str:
+    """The report's line on the log's resets: how long each held the batches back, and what the
+    messages of the batches it held waited, against the others'."""
+    if mode != "two-step":
+        return (f"- **Log resets**: none (`--checkpoints {mode}`: "
+                + ("the checkpoints' second step skipped, so the log never starts over" if mode == "copy-only"
+                   else "no checkpoint at all") + "; a measurement, not a way to run a chat).")
+    held, other = resets["heldEndToEndUs"], resets["otherEndToEndUs"]
+    wait = resets["waitMs"]
+    line = (f"- **Log resets** (a checkpoint's second step, on the thread: the log's last pages copied and "
+            f"two `fsync`s, while no batch is written; then the log starts over): {resets['count']:,} in the "
+            f"window, each holding the batches back for median {fmt(wait['median'], 1)} ms, p90 "
+            f"{fmt(wait['p90'], 1)}, max {fmt(wait['max'], 1)} ms.")
+    if resets["heldMessages"]:
+        total = resets["heldMessages"] + resets["otherMessages"]
+        line += (f" The batches written right after one held {resets['heldMessages']:,} of the messages "
+                 f"({100 * resets['heldMessages'] / total:.1f}%): server read → ack median "
+                 f"{ms(held['median'])} ms, p99 {ms(held['p99'])} ms, against "
+                 f"{ms(other['median'])} / {ms(other['p99'])} ms for the others.")
+    return line
+
+
 def install_load_generator() -> str:
     """Node and the load generator's packages, installed as the peers benchmark installs them
     (``npm ci`` when ``node_modules`` is missing): its own functions, loaded from its file."""
@@ -611,6 +682,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures and the load generator's result here")
     parser.add_argument("--fast-hashing", action="store_true",
                         help="argon2 at a low cost for the sign-ups (set-up only: the message path is the same)")
+    parser.add_argument("--checkpoints", choices=CHECKPOINT_MODES, default="two-step",
+                        help="two-step: the store's own (default); copy-only: the second step skipped, the log never "
+                             "starts over; none: no checkpoint. The last two only measure what the resets cost")
     parser.add_argument("--quick", action="store_true", help="a smoke pass: 5 pairs, 1 s, fast hashing")
     args = parser.parse_args()
     if args.quick:

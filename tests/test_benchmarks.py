@@ -7,6 +7,8 @@ These are not timed tests: the figures they print are read by people, not assert
 from __future__ import annotations
 
 import ast
+import asyncio
+import importlib.util
 import json
 import re
 import subprocess
@@ -159,3 +161,58 @@ def test_the_recorded_chaos_run_is_a_full_passing_run() -> None:
     assert not recorded["deaths"] and not recorded["tracebacks"]
     figure = chaos_latency(recorded["latency"])
     assert {tick.get_text() for tick in figure.axes[0].get_xticklabels()} >= {"baseline", "kill", "redis-wipe"}
+
+
+def _chat_timeline() -> object:
+    """``benchmarks/chat_timeline.py`` as a module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location("chat_timeline", BENCHMARKS / "chat_timeline.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["two-step", "copy-only", "none"])
+def test_the_timelines_checkpoint_modes_change_only_what_they_say(tmp_path: Path, monkeypatch, mode: str) -> None:
+    """``chat_timeline.py --checkpoints``: the store's own two steps (the log starts over after each
+    second step), the first step alone (copied beside the writes, and no batch ever held back),
+    or no checkpoint at all (the log only grows). The README's figures on what the resets cost
+    rest on these."""
+    from labtools import run
+    from labtools.apps.chat import store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
+    timeline = _chat_timeline()
+    wal = tmp_path / "chat.db-wal"
+
+    async def main() -> tuple[list[bool], int, list[int]]:
+        store = store_module.Store(str(tmp_path / "chat.db"))
+        await store.open()
+        for k in range(50):
+            await store.add_user(f"user{k}", f"user{k}", f"user{k}@example.test", "x")
+        timeline.change_checkpoints(store, mode)
+        steps: list[bool] = []
+        copy = store._wal_checkpoint
+        store._wal_checkpoint = lambda finish: (steps.append(finish), copy(finish))[1]
+        sizes = []
+        for round in range(40):
+            await asyncio.gather(*(store.add_message(f"user{i}", f"user{(i * 7 + 1) % 50}", f"{round}-{i}", None)
+                                   for i in range(50)))
+            sizes.append(wal.stat().st_size)
+            await store._run(lambda: None)  # a step begun after this round is done
+        resets = store.checkpoints
+        assert not store.checkpoint_errors
+        await store.close()
+        return steps, resets, sizes
+
+    steps, resets, sizes = run(main())
+    if mode == "two-step":
+        assert resets == 19 and steps.count(True) == 19 and steps.count(False) == 20
+        assert sizes[-1] <= 1.2 * sizes[9], sizes
+    elif mode == "copy-only":
+        # Copied every 100 messages, never held the batches back. (Here each copy also ran alone,
+        # awaited between rounds, so it copied the whole log and the log started over; under load
+        # a copy runs beside the writes, and never catches up.)
+        assert resets == 0 and steps and not any(steps)
+    else:
+        assert resets == 0 and steps == [] and sizes[-1] > 2 * sizes[9]
