@@ -157,6 +157,23 @@ def test_client_and_server_bytes_agree_exactly_crowd_after_crowd(server: lt.Serv
         assert result.server["total"]["requests"] == result.requests, (mode, seed)
 
 
+def test_an_unmetered_server_is_neither_asked_nor_waited_for(server: lt.ServerHandle, monkeypatch) -> None:
+    """``metered=False`` (the relay, which has no ``/stats``): no ``/stats`` request, no wait for
+    counts that will never come (it waited its whole ``COUNT_WAIT`` before, every run), and
+    ``result.server`` all zeros in the usual shape; the clients still count their own."""
+    async def never(*_args: object) -> None:
+        raise AssertionError("waited for an unmetered server's counts")
+
+    monkeypatch.setattr(crowds, "_server_caught_up", never)
+    before = server.server.traffic.route("GET /stats").requests
+    result = crowds.run_crowd(server.url, users=10, mode="poll", interval=0.2, rate=20, duration=0.3, seed=2,
+                              metered=False)
+    assert result.lost == 0 and result.requests > 0 and result.client_bytes_out > 0
+    assert server.server.traffic.route("GET /stats").requests == before
+    assert result.server == {"total": {"requests": 0, "empty": 0, "bytesIn": 0, "bytesOut": 0}, "routes": {}}
+    assert result.server_bytes_in == result.server_bytes_out == 0
+
+
 def test_traffic_adds_up() -> None:
     a, b = Traffic(), Traffic()
     a.request("GET /messages", empty=True)

@@ -37,7 +37,6 @@ from websockets.frames import Frame, Opcode
 
 from .. import httphead, processes, runtime
 from ..events import EventClient
-from ..measure.metrics import Traffic
 from ..sim.crowd import crowd
 from .cost import Point
 
@@ -497,15 +496,6 @@ class TransportResult:
         }
 
 
-class _Unmetered:
-    """A child server seen by ``crowd`` without ``/stats`` (the relay has none): its counts are
-    the clients' own."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.traffic = Traffic()
-
-
 async def ameasure_transport(server: processes.ChildServer, mode: str, users: int, **workload: Any) -> TransportResult:
     """``measure_transport`` on the labtools loop."""
     ps = psutil.Process(server.pid)
@@ -522,8 +512,8 @@ async def ameasure_transport(server: processes.ChildServer, mode: str, users: in
     sampler = asyncio.get_running_loop().create_task(sample())
     cpu0 = server.cpu_seconds()
     try:
-        target = _Unmetered(server.url) if mode == "websocket" else server.url
-        result = await crowd(target, users=users, mode=mode, **workload)
+        # The relay has no /stats: its counts are the clients' own.
+        result = await crowd(server.url, users=users, mode=mode, metered=mode != "websocket", **workload)
     finally:
         await runtime.cancel(sampler)
     return TransportResult(mode, users, result, server.cpu_seconds() - cpu0, rss0, peak)

@@ -336,12 +336,17 @@ async def crowd(
     seed: int = 1,
     grace: float | None = None,
     sample_every: float = 0.1,
+    metered: bool = True,
     **options: Any,
 ) -> CrowdResult:
     """Run a crowd on the *running* loop (a benchmark's own loop, or the labtools loop).
 
     Cells use ``run_crowd`` (sync) or ``await arun_crowd(...)``, which run this on the labtools
     loop, next to the servers started with ``lt.serve``.
+
+    ``metered=False``: the server keeps no counts to read (the relay has no ``/stats``), so the
+    crowd neither asks for them nor waits for them to catch up; ``result.server`` is all zeros
+    and the counts are the clients' own.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -349,7 +354,7 @@ async def crowd(
     result = CrowdResult(users, mode, duration, interval, wait, rate, seed)
     result.schedule = make_schedule(users, rate, duration, seed)
     run = CrowdRun(url, result, options)
-    before = await _server_stats(url, server_traffic)
+    before = await _server_stats(url, server_traffic) if metered else Traffic().as_dict()
     try:
         await run.start_users()
         async with run.sampling(sample_every):
@@ -358,8 +363,9 @@ async def crowd(
         await run.stop_users()
     finally:
         await run.close()
-    await _server_caught_up(server_traffic, before["total"]["requests"] + run.requests_made())
-    result.server = _delta(await _server_stats(url, server_traffic), before)
+    if metered:
+        await _server_caught_up(server_traffic, before["total"]["requests"] + run.requests_made())
+    result.server = _delta(await _server_stats(url, server_traffic) if metered else before, before)
     run.collect()
     return result
 
