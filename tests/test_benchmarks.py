@@ -146,6 +146,23 @@ def test_the_trivial_chat_gives_the_load_generators_ceiling(tmp_path: Path) -> N
     assert "no database / " in done.stdout
 
 
+def test_the_broadcasts_size_is_chosen_on_the_command_line(tmp_path: Path) -> None:
+    """``--clients``, ``--delivery-rates``, ``--broadcast-seconds``: the broadcast's size (the
+    issue's 10,000 idle clients and 20 broadcasts at 5/s are ``--clients 10000 --delivery-rates
+    50000 --broadcast-seconds 4``), here small; and a rate that is not a number is refused."""
+    raw = tmp_path / "peers.json"
+    command = [sys.executable, str(BENCHMARKS / "peers/run.py"), "--quick", "--only", "broadcast", "--servers",
+               "course", "--clients", "30", "--delivery-rates", "300", "--broadcast-seconds", "1", "--json", str(raw)]
+    done = subprocess.run(command, cwd=BENCHMARKS.parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+    (run,) = json.loads(raw.read_text())["results"]["broadcast"]
+    assert run["clients"] == 30 and [step["targetDeliveriesPerS"] for step in run["steps"]] == [300]
+    assert "### Broadcast, 30 clients, target 300 deliveries/s (10 msg/s from 10 senders)" in done.stdout
+    wrong = subprocess.run([*command[:-6], "--delivery-rates", "5k"], cwd=BENCHMARKS.parent, capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 2 and "--delivery-rates: whole numbers" in wrong.stderr
+
+
 def test_the_recorded_chaos_run_is_a_full_passing_run() -> None:
     """Lesson 11 shows ``notebooks/data/11_chaos_run.json``: a full-length run (10 minutes, 200
     users, every kind of fault), dated, every check passed; its figure draws."""

@@ -3,6 +3,7 @@
     python benchmarks/peers/run.py            # the full run (about 5 minutes on 2 cores)
     python benchmarks/peers/run.py --quick    # a few seconds per server: a CI smoke pass
     python benchmarks/peers/run.py --course-before --repeat 3   # + the course as of HEAD; 3 runs each
+    python benchmarks/peers/run.py --only broadcast --clients 10000 --delivery-rates 50000 --broadcast-seconds 4
 
 Installs the peers' dependencies when missing (``npm ci`` into benchmarks/peers/node_modules,
 a venv benchmarks/peers/.venv-peers from requirements-peers.txt), starts each server in a
@@ -20,7 +21,8 @@ which ``git archive`` extracts into the run's temporary folder, back to back wit
 tree's, and prints a table current / before. ``--repeat N`` runs every server N times,
 interleaved (A B C, A B C, ...; the course's current and before swap places in even runs), and
 prints the median of each figure with its spread (min–max). ``--json FILE`` writes every run's
-raw result.
+raw result. ``--clients``, ``--delivery-rates`` and ``--broadcast-seconds`` change the broadcast's
+size: 10,000 clients at 50,000 deliveries/s for 4 s are 20 broadcasts at 5/s to all of them.
 
 Exits non-zero when node or npm is missing, a server does not start, the load generator fails,
 an exactly-once check fails, or messages are lost (closed loop, the lowest open-loop rate, and,
@@ -757,9 +759,23 @@ def main() -> int:
              " loop (course-asyncio; the course's current server runs on uvloop when it is installed) runs only"
              " when a word names it: 'course,asyncio' runs the course on both loops, with a table uvloop / asyncio."
              " So does the trivial chat (Node ws, no storage: the load generator's ceiling): 'trivial'")
+    parser.add_argument("--clients", type=int, metavar="N",
+                        help="broadcast: clients connected (default 1,000; 100 with --quick)")
+    parser.add_argument("--delivery-rates", metavar="R[,R...]",
+                        help="broadcast: the target deliveries per second of each step (default 5000,10000;"
+                             " 1000,2000 with --quick); messages per second = R / clients")
+    parser.add_argument("--broadcast-seconds", type=float, metavar="S",
+                        help="broadcast: seconds each step sends (default 5; 2 with --quick)")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
+    try:
+        rates = [int(r) for r in args.delivery_rates.split(",")] if args.delivery_rates else None
+    except ValueError:
+        parser.error("--delivery-rates: whole numbers separated by commas, e.g. 5000,10000")
+    if (args.clients is not None and args.clients < 1) or (rates is not None and min(rates) < 1) \
+            or (args.broadcast_seconds is not None and args.broadcast_seconds <= 0):
+        parser.error("--clients, --delivery-rates and --broadcast-seconds must be positive")
     if args.course_before and args.before:
         parser.error("--before REV and --course-before CHECKOUT name two different 'before': give one")
     words = [w.strip().lower() for w in (args.servers or "").split(",") if w.strip()]
@@ -777,7 +793,9 @@ def main() -> int:
     install_node_modules(node, npm)
     peer_python = install_venv()
     _raise_fd_limit()
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    size.update({key: value for key, value in (("clients", args.clients), ("deliveryRates", rates),
+                                               ("broadcastSeconds", args.broadcast_seconds)) if value is not None})
     tag = f"r{int(time.time())}"
     results: dict[str, list[dict[str, Any]]] = {"broadcast": [], "chat": []}
     failures: list[str] = []
