@@ -119,7 +119,6 @@ class Timeline:
         #: and the collector's full passes would walk all of them, stalling the loop the run measures.
         self.written: list[tuple[int, list]] = []
         self.on_thread = 0  # batches written on the database thread (they found the write lock taken)
-        self.checkpoints = 0  # log resets (a checkpoint's second step), each before a batch (inside stage 3)
         self.resets: list[tuple[int, int]] = []  # per log reset: (began, ended), no batch written meanwhile
         self.held: set[int] = set()  # the batches written right after a log reset: the ones it held back
         self.resumed: list[tuple[Any, int]] = []  # (clientId, the handler resumed)
@@ -230,7 +229,6 @@ def instrument(server: Any, timeline: Timeline) -> None:
         started = original_checkpoint(loop, reset_done, finish=True)
         if started:  # this write_batch call wrote nothing: the batch is written by the next one
             timeline.handed.pop()
-            timeline.checkpoints += 1
             timeline.held.add(len(timeline.handed))
         return started
 
