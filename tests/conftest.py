@@ -9,6 +9,7 @@ fails the test instead of hiding it."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
@@ -83,6 +85,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = labtools.run(RedisServer.start())
     yield server
     labtools.run(server.aclose())
+
+
+def script_module(path: Path) -> ModuleType:
+    """A script that is not a package's module (a benchmark) loaded as one; its ``main`` is not run."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def gone(pid: int, within: float) -> bool:

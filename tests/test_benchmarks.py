@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import importlib.util
 import json
 import re
 import subprocess
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import script_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Every script directly in benchmarks/, and the peer benchmark's driver (it installs the peers
@@ -180,15 +180,6 @@ def test_the_recorded_chaos_run_is_a_full_passing_run() -> None:
     assert {tick.get_text() for tick in figure.axes[0].get_xticklabels()} >= {"baseline", "kill", "redis-wipe"}
 
 
-def _chat_timeline() -> object:
-    """``benchmarks/chat_timeline.py`` as a module (its ``main`` is not run)."""
-    spec = importlib.util.spec_from_file_location("chat_timeline", BENCHMARKS / "chat_timeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("mode", ["two-step", "copy-only", "none"])
 def test_the_timelines_checkpoint_modes_change_only_what_they_say(tmp_path: Path, monkeypatch, mode: str) -> None:
     """``chat_timeline.py --checkpoints``: the store's own two steps (the log starts over after each
@@ -199,7 +190,7 @@ def test_the_timelines_checkpoint_modes_change_only_what_they_say(tmp_path: Path
     from labtools.apps.chat import store as store_module
 
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
-    timeline = _chat_timeline()
+    timeline = script_module(BENCHMARKS / "chat_timeline.py")
     wal = tmp_path / "chat.db-wal"
 
     async def main() -> tuple[list[bool], int, list[int]]:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import script_module
 from test_cli import read_line
 from websockets.sync.client import connect
 
@@ -215,11 +216,7 @@ def test_the_command_refuses_uvloop_where_it_is_missing_in_one_line() -> None:
 
 def peers_run():
     """benchmarks/peers/run.py as a module (its main() is not run)."""
-    spec = importlib.util.spec_from_file_location("peers_run", ROOT / "benchmarks" / "peers" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module(ROOT / "benchmarks" / "peers" / "run.py")
 
 
 @pytest.mark.parametrize("workload", ["broadcast", "chat"])

@@ -363,9 +363,11 @@ async def crowd(
         await run.stop_users()
     finally:
         await run.close()
+    after = before  # unmetered: nothing counted, so the delta is all zeros
     if metered:
         await _server_caught_up(server_traffic, before["total"]["requests"] + run.requests_made())
-    result.server = _delta(await _server_stats(url, server_traffic) if metered else before, before)
+        after = await _server_stats(url, server_traffic)
+    result.server = _delta(after, before)
     run.collect()
     return result
 
