@@ -27,7 +27,7 @@ and the k-th ``_answer`` are the same batch). Each acknowledged message of the m
 2. handler called -> ``Store.add_message`` (validation, the recipient's lookup);
 3. add_message -> its batch written (``Store.write_batch``): waiting for the rest of the loop's
    turn (group commit), for a batch the thread is writing, or for the end of a checkpoint on the
-   thread (its last pages are copied while no batch is written: ``Store._checkpoint``);
+   thread (its last pages are copied while no batch is written: ``Store._finish``);
 4. write_batch -> the batch's transaction begins (``Store._add_messages``): nothing on the loop;
    the executor's hand-off for a batch that found the write lock taken and went to the thread;
 5. the batch's INSERTs and COMMIT (wall time; its CPU is printed too), on the loop or the thread;
@@ -38,10 +38,11 @@ and the k-th ``_answer`` are the same batch). Each acknowledged message of the m
 8. resumed -> the acknowledgement written (the pushes to both users, the ack, one write).
 
 The log's resets. Every ``CHECKPOINT_EVERY`` messages the store copies its log into the database
-in two steps on its thread; the second one holds every batch back until the log's last pages are
-copied and synced, so that the log can start over (``Store._checkpoint``). The report gives how
-long each reset held the batches back, and the server's read -> ack of the messages in the
-batches written right after one, against the others'. ``--checkpoints copy-only`` skips the
+in two steps on its thread; the second one, begun right after a commit, holds back any batch that
+comes due before the log's last pages are copied and synced, so that the log can start over
+(``Store._finish``). The report gives how long each reset took and how long it held a batch
+back, and the server's read -> ack of the messages in the batches written right after one,
+against the others'. ``--checkpoints copy-only`` skips the
 second step (the log never starts over and grows without bound) and ``--checkpoints none``
 every checkpoint: measurements of what the resets cost, never a way to run a chat.
 
@@ -119,8 +120,10 @@ class Timeline:
         #: and the collector's full passes would walk all of them, stalling the loop the run measures.
         self.written: list[tuple[int, list]] = []
         self.on_thread = 0  # batches written on the database thread (they found the write lock taken)
-        self.resets: list[tuple[int, int]] = []  # per log reset: (began, ended), no batch written meanwhile
-        self.held: set[int] = set()  # the batches written right after a log reset: the ones it held back
+        #: per log reset: (began, ended, when a batch came due meanwhile and was held back, or 0)
+        self.resets: list[tuple[int, int, int]] = []
+        self.holding = 0  # when the reset under way began holding a batch back (0: it holds none)
+        self.held: set[int] = set()  # the batches a log reset held back, written right after it
         self.resumed: list[tuple[Any, int]] = []  # (clientId, the handler resumed)
         self.acked: list[tuple[Any, int]] = []  # (clientId, acknowledgement written)
         self.refused: list[tuple[int, str]] = []  # (when, code): refusals of any frame
@@ -209,8 +212,14 @@ def instrument(server: Any, timeline: Timeline) -> None:
     original_write = need(store, "write_batch", "Store")
     handed = timeline.handed.append
 
+    need(store, "_finishing", "Store")
+
     def write_batch(loop: asyncio.AbstractEventLoop) -> None:
-        handed(ns())
+        if not store._finishing:
+            handed(ns())
+        elif not timeline.holding:  # a log reset holds this batch back; it is written when the reset ends
+            timeline.holding = ns()
+            timeline.held.add(len(timeline.handed))
         original_write(loop)
 
     store.write_batch = write_batch
@@ -223,14 +232,11 @@ def instrument(server: Any, timeline: Timeline) -> None:
         began = ns()
 
         def reset_done() -> None:
-            timeline.resets.append((began, ns()))
+            timeline.resets.append((began, ns(), timeline.holding))
+            timeline.holding = 0
             then()
 
-        started = original_checkpoint(loop, reset_done, finish=True)
-        if started:  # this write_batch call wrote nothing: the batch is written by the next one
-            timeline.handed.pop()
-            timeline.held.add(len(timeline.handed))
-        return started
+        return original_checkpoint(loop, reset_done, finish=True)
 
     store._checkpoint = checkpoint
 
@@ -325,7 +331,7 @@ def change_checkpoints(store: Any, mode: str) -> None:
     with the writes, the log never starts over and grows without bound) or none at all."""
     if mode == "copy-only":
         need(store, "_copied", "Store")
-        store._copied = lambda: setattr(store, "_copying", False)  # never asks for the second step
+        store._copied = lambda loop: setattr(store, "_copying", False)  # never asks for the second step
     elif mode == "none":
         need(store, "_written_messages", "Store")
         store._written_messages = lambda loop, count: None  # never counts towards a checkpoint
@@ -528,7 +534,9 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
         # for one, or blocked: on the GIL (the loop's thread holds it while it runs Python), or a lock.
         cpu["dbInFlightPct"] = 100 * in_flight / seconds
         cpu["dbBlockedPct"] = cpu["dbInFlightPct"] - cpu["dbOnCpuPct"] - cpu["dbRunqueuePct"]
-    resets = [(end - began) / 1e6 for began, end in timeline.resets if first <= began <= last]
+    in_window = [reset for reset in timeline.resets if first <= reset[0] <= last]
+    resets = [(end - began) / 1e6 for began, end, _holding in in_window]
+    holds = [(end - holding) / 1e6 if holding else 0.0 for _began, end, holding in in_window]
     held_e2e = [us for us, held in zip(e2e, held_back, strict=True) if held]
     rest_e2e = [us for us, held in zip(e2e, held_back, strict=True) if not held]
     refused: dict[str, int] = {}
@@ -546,7 +554,8 @@ def analyse(timeline: Timeline, prefix: str) -> dict[str, Any]:
                     "sizePerMessage": summary([float(size) for size in sizes_seen]),
                     "dbWallUs": summary(db_wall), "dbCpuUs": summary(db_cpu)},
         "loopLagMs": summary(lag), "idleLagMs": summary(idle), "cpu": cpu, "refused": refused,
-        "logResets": {"count": len(resets), "waitMs": summary(resets), "heldMessages": len(held_e2e),
+        "logResets": {"count": len(resets), "stepMs": summary(resets), "holdMs": summary(holds),
+                      "holding": sum(1 for hold in holds if hold), "heldMessages": len(held_e2e),
                       "otherMessages": len(rest_e2e), "heldEndToEndUs": summary(held_e2e),
                       "otherEndToEndUs": summary(rest_e2e)},
         "switchIntervalMs": sys.getswitchinterval() * 1000,
@@ -645,11 +654,13 @@ def log_resets(resets: dict[str, Any], mode: str) -> str:
                 + ("the checkpoints' second step skipped, so the log never starts over" if mode == "copy-only"
                    else "no checkpoint at all") + "; a measurement, not a way to run a chat).")
     held, other = resets["heldEndToEndUs"], resets["otherEndToEndUs"]
-    wait = resets["waitMs"]
-    line = (f"- **Log resets** (a checkpoint's second step, on the thread: the log's last pages copied and "
-            f"two `fsync`s, while no batch is written; then the log starts over): {resets['count']:,} in the "
-            f"window, each holding the batches back for median {fmt(wait['median'], 1)} ms, p90 "
-            f"{fmt(wait['p90'], 1)}, max {fmt(wait['max'], 1)} ms.")
+    step, hold = resets["stepMs"], resets["holdMs"]
+    line = (f"- **Log resets** (a checkpoint's second step, on the thread, begun right after a commit: the "
+            f"log's last pages copied and two `fsync`s, while no batch is written; then the log starts "
+            f"over): {resets['count']:,} in the window, each taking median {fmt(step['median'], 1)} ms, max "
+            f"{fmt(step['max'], 1)}; {resets['holding']:,} of them held a batch that came due meanwhile, "
+            f"by median {fmt(hold['median'], 1)} ms, p90 {fmt(hold['p90'], 1)}, max {fmt(hold['max'], 1)} "
+            "(the median over every reset, counting those that held none as 0).")
     if resets["heldMessages"]:
         total = resets["heldMessages"] + resets["otherMessages"]
         line += (f" The batches written right after one held {resets['heldMessages']:,} of the messages "

@@ -136,9 +136,9 @@ def test_a_batch_that_finds_the_write_lock_taken_waits_on_the_thread_not_the_loo
 
 
 def test_the_log_is_checkpointed_on_the_thread_and_stays_bounded(tmp_path, monkeypatch) -> None:
-    """Checkpoints run on the thread, and each ends between two batches (one that only ran beside
-    the writes never caught up, and the log grew by megabytes a second), so the log file stops
-    growing: it is started over after each checkpoint."""
+    """Checkpoints run on the thread, and each ends while no batch is written (one that only ran
+    beside the writes never caught up, and the log grew by megabytes a second), so the log file
+    stops growing: it is started over after each checkpoint."""
     from labtools.apps.chat import store as store_module
 
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
@@ -153,13 +153,75 @@ def test_the_log_is_checkpointed_on_the_thread_and_stays_bounded(tmp_path, monke
                                    for i in range(50)))
             sizes.append(wal.stat().st_size)
             await store._run(lambda: None)  # a checkpoint's first step, begun after this round, is done
-        # Each 100 messages: the first step beside the writes, the rest before the next batch.
-        assert store.checkpoints == 19 and not store.checkpoint_errors  # finished before rounds 3, 5, ..., 39
+        await store._run(lambda: None)  # and the second, begun as the first ended (nothing was waiting)
+        # Each 100 messages: the first step beside the writes, then the rest while no batch is written.
+        assert store.checkpoints == 20 and not store.checkpoint_errors  # after rounds 2, 4, ..., 40
         await store.close()
         return sizes
 
     sizes = run(main())
     assert sizes[-1] <= 1.2 * sizes[9], sizes  # 300 messages more after round 10, and no bigger a log
+
+
+def test_a_checkpoint_ends_right_after_a_commit_and_holds_back_only_the_batch_due_meanwhile(
+    tmp_path, monkeypatch
+) -> None:
+    """The second step of a checkpoint begins right after the commit that follows the first (not
+    when the next batch is due, which would hold that whole batch back for all of it). A batch
+    that comes due while it runs is written as it ends, on the loop; then the log starts over."""
+    import threading
+
+    from labtools.apps.chat import store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
+    events: list[str] = []
+    release = {False: threading.Event(), True: threading.Event()}  # per step: may it run
+    returned = {False: threading.Event(), True: threading.Event()}  # per step: it ran
+
+    def log_starts() -> int:
+        """How many times the log has started over: its header's checkpoint sequence number."""
+        return int.from_bytes((tmp_path / "chat.db-wal").read_bytes()[12:16], "big")
+
+    async def main() -> None:
+        store = await _store_with_users(tmp_path / "chat.db", *(f"user{k}" for k in range(10)))
+        copy, insert = store._wal_checkpoint, store._add_messages
+
+        def step(finish: bool) -> None:
+            release[finish].wait(10)
+            events.append(f"step {2 if finish else 1}")
+            copy(finish)
+            returned[finish].set()
+
+        def batch(db: sqlite3.Connection, rows: list) -> list:
+            events.append(f"batch of {len(rows)}")
+            return insert(db, rows)
+
+        store._wal_checkpoint, store._add_messages = step, batch
+        send = [0]
+
+        def messages(count: int) -> list[asyncio.Future]:
+            send[0] += count
+            return [store.add_message(f"user{k % 10}", f"user{(k + 1) % 10}", "hello", f"c{k}")
+                    for k in range(send[0] - count, send[0])]
+
+        await asyncio.gather(*messages(100))  # the 100th message: the first step is due
+        release[False].set()
+        assert returned[False].wait(10)  # the first step is done; the loop has yet to hear of it
+        second = messages(5)  # a batch on its way: the second step waits for its commit, not longer
+        await asyncio.gather(*second)
+        assert events[-2:] == ["step 1", "batch of 5"] and store._finishing
+        third = messages(7)  # due while the second step runs: held back, not written, not to the thread
+        await asyncio.sleep(0.05)
+        assert not any(future.done() for future in third) and events[-1] == "batch of 5"
+        starts = log_starts()
+        release[True].set()
+        await asyncio.gather(*third)
+        assert events[-2:] == ["step 2", "batch of 7"] and store.batches_on_thread == 0
+        assert store.checkpoints == 1 and not store.checkpoint_errors
+        assert log_starts() == starts + 1  # the batch of 7 started the log over
+        await store.close()
+
+    run(main())
 
 
 def test_history_and_catch_up_search_the_pair_index(tmp_path) -> None:

@@ -194,7 +194,9 @@ class Store:
         self._writer: sqlite3.Connection | None = None  # the loop's: message batches only, never waits
         self._unchecked = 0  # messages written since the last checkpoint began
         self._copying = False  # a checkpoint's first step is under way, beside the writes
-        self._finish_checkpoint = False  # its second step is due before the next batch
+        self._finish_due = False  # the first step is done: the second begins after the next commit
+        self._finishing = False  # the second step is under way: no batch is written meanwhile
+        self._deferred = False  # a batch came due during the second step: written when it ends
         self.checkpoints = 0
         self.checkpoint_errors: list[str] = []
         self.epoch = ""  # the database's epoch, read at ``open``
@@ -338,12 +340,11 @@ class Store:
 
     def write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the waiting messages (up to ``max_batch``) in one transaction: here, on the loop,
-        if the write lock is free at once; on the thread, which waits for it, if not. The end of
-        a checkpoint, when one is due, comes first (``_checkpoint``)."""
-        if self._finish_checkpoint:
-            self._finish_checkpoint = False
-            if self._checkpoint(loop, lambda: self.write_batch(loop), finish=True):
-                return
+        if the write lock is free at once; on the thread, which waits for it, if not. While a
+        checkpoint's second step runs, the batch waits for it (``_finished`` writes it)."""
+        if self._finishing:
+            self._deferred = True  # ``_finished`` writes it
+            return
         cut = len(self._waiting) if self.max_batch is None else self.max_batch
         batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
         self.batches += 1
@@ -389,6 +390,8 @@ class Store:
         if error is None:
             self._written_messages(loop, len(batch))
         self._answer(batch, results, error)
+        if self._finish_due:  # now, right after a commit: the next batch is most of a loop turn away
+            self._finish(loop)
         if self._waiting:
             loop.call_soon(self.write_batch, loop)  # the answered handlers run first
         else:
@@ -411,21 +414,42 @@ class Store:
         self._unchecked += count
         if self._unchecked >= CHECKPOINT_EVERY and not self._copying:
             self._unchecked = 0
-            self._copying = self._checkpoint(loop, self._copied, finish=False)
+            self._copying = self._checkpoint(loop, lambda: self._copied(loop), finish=False)
 
-    def _copied(self) -> None:
+    def _copied(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The first step is done: the second begins now if no batch is on its way, else right
+        after the next commit (``_written``)."""
         self._copying = False
-        self._finish_checkpoint = True
+        self._finish_due = True
+        if not self._writing:
+            self._finish(loop)
+
+    def _finish(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin the second step. Measured under the peers' load at P=100
+        (``benchmarks/chat_timeline.py``): begun when the next batch came due, it held that batch
+        back for all of its ~14 ms; begun after a commit, it holds the next one some 8-10 ms."""
+        self._finish_due = False
+        self._finishing = self._checkpoint(loop, lambda: self._finished(loop), finish=True)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The second step is done (the next write starts the log over): write the batch it held."""
+        self._finishing = False
+        if self._deferred:
+            self._deferred = False
+            self.write_batch(loop)
 
     def _checkpoint(self, loop: asyncio.AbstractEventLoop, then: Callable[[], None], *, finish: bool) -> bool:
         """Copy the log into the database, on the thread (a checkpoint ``fsync``s: never on the
         loop), in two steps; ``then`` runs on the loop after each. First beside the writes: it
         copies most of the log, but never all of it while the loop goes on appending, and a log
-        starts over only once all of it is copied. Then (``finish``), before the next batch, the
-        rest while no batch is written: a few pages, so the messages that arrive meanwhile wait
-        only a moment, and the next write starts the log over. Without the second step the log,
-        and the cost of every statement (which searches it), would grow without bound; with only
-        the second, every pause would copy the whole log. False: the store is closed."""
+        starts over only once all of it is copied. Then (``finish``) the rest, while no batch is
+        written: the newest version of every page written since (some hundreds under load: each
+        sender's and pair's index tail), and two ``fsync``s, some 10-15 ms; the next write starts
+        the log over. The second step begins right after a commit (``_finish``), so it runs
+        mostly while the loop gathers the next batch, and holds back only what comes due before
+        it ends (``write_batch``). Without the second step the log, and the cost of every
+        statement (which searches it), would grow without bound; with only the second, every
+        pause would copy the whole log. False: the store is closed."""
         try:
             done = self._executor.submit(self._wal_checkpoint, finish)
         except RuntimeError:
