@@ -427,7 +427,7 @@ class Store:
     def _finish(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin the second step. Measured under the peers' load at P=100
         (``benchmarks/chat_timeline.py``): begun when the next batch came due, it held that batch
-        back for all of its ~14 ms; begun after a commit, it holds the next one some 8-10 ms."""
+        back for all of its ~14 ms; begun after a commit, it holds the next one ~8 ms."""
         self._finish_due = False
         self._finishing = self._checkpoint(loop, lambda: self._finished(loop), finish=True)
 
