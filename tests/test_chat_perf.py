@@ -4,12 +4,14 @@ use the index, and an acknowledged message survives ``kill -9`` of the server mi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import labtools
@@ -169,14 +171,12 @@ def test_a_checkpoint_ends_right_after_a_commit_and_holds_back_only_the_batch_du
     """The second step of a checkpoint begins right after the commit that follows the first (not
     when the next batch is due, which would hold that whole batch back for all of it). A batch
     that comes due while it runs is written as it ends, on the loop; then the log starts over."""
-    import threading
-
     from labtools.apps.chat import store as store_module
 
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 100)
     events: list[str] = []
     release = {False: threading.Event(), True: threading.Event()}  # per step: may it run
-    returned = {False: threading.Event(), True: threading.Event()}  # per step: it ran
+    copied = threading.Event()  # the first step ran
 
     def log_starts() -> int:
         """How many times the log has started over: its header's checkpoint sequence number."""
@@ -190,25 +190,24 @@ def test_a_checkpoint_ends_right_after_a_commit_and_holds_back_only_the_batch_du
             release[finish].wait(10)
             events.append(f"step {2 if finish else 1}")
             copy(finish)
-            returned[finish].set()
+            if not finish:
+                copied.set()
 
         def batch(db: sqlite3.Connection, rows: list) -> list:
             events.append(f"batch of {len(rows)}")
             return insert(db, rows)
 
         store._wal_checkpoint, store._add_messages = step, batch
-        send = [0]
+        client_ids = itertools.count()
 
         def messages(count: int) -> list[asyncio.Future]:
-            send[0] += count
             return [store.add_message(f"user{k % 10}", f"user{(k + 1) % 10}", "hello", f"c{k}")
-                    for k in range(send[0] - count, send[0])]
+                    for k in itertools.islice(client_ids, count)]
 
         await asyncio.gather(*messages(100))  # the 100th message: the first step is due
         release[False].set()
-        assert returned[False].wait(10)  # the first step is done; the loop has yet to hear of it
-        second = messages(5)  # a batch on its way: the second step waits for its commit, not longer
-        await asyncio.gather(*second)
+        assert copied.wait(10)  # the first step is done; the loop has yet to hear of it
+        await asyncio.gather(*messages(5))  # a batch on its way: the second step waits for its commit, not longer
         assert events[-2:] == ["step 1", "batch of 5"] and store._finishing
         third = messages(7)  # due while the second step runs: held back, not written, not to the thread
         await asyncio.sleep(0.05)
